@@ -1,0 +1,48 @@
+# equivariance-book — every target creates .venv from the lock if it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= quick
+SEED    ?= 0
+DEVICE  ?= auto
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: help venv book chapter test bench clean distclean
+
+help:
+	@echo "make book                 build the whole book (PROFILE=quick|full, SEED, DEVICE) into _build/html"
+	@echo "make chapter N=01         execute one chapter (cached if unchanged) and re-render"
+	@echo "make test                 run the test suite"
+	@echo "make bench                run the benchmarks in benchmarks/"
+	@echo "make clean                remove build outputs (keeps .venv)"
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q $(VENV)/lib > /dev/null 2>&1 || true
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python tools/build_book.py --profile $(PROFILE) --seed $(SEED) --device $(DEVICE)
+
+chapter: $(STAMP)
+	@test -n "$(N)" || (echo "usage: make chapter N=01" && exit 2)
+	$(BIN)/python tools/build_book.py --chapters $(N) --profile $(PROFILE) --seed $(SEED) --device $(DEVICE) --incremental
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf _build book/generated
+
+distclean: clean
+	rm -rf $(VENV)

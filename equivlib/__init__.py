@@ -1,0 +1,25 @@
+"""equivlib: measure how neural networks learn (or fail to learn) symmetry.
+
+The pieces most users need::
+
+    from equivlib import (sample_haar, VectorAction, twisted_predictions, decompose,
+                          EquivarianceMonitor)
+"""
+from . import config, groups, twirl
+from .groups import (
+    GroupSample, VectorAction, VoxelAction, IrrepsAction, PermutationAction,
+    haar_so3, sample_haar, sample_design, sample_finite, exhaustive,
+    cube_group, cube_subset16, tetrahedral_group, octahedral_group, icosahedral_group, symmetric_group,
+)
+from .twirl import Decomposition, TwirledModel, bootstrap_se, decompose, decompose_general, decompose_model, \
+    twirl as twirled_prediction, twisted_predictions
+from .training import EquivarianceMonitor, masked_mse, train
+
+__all__ = [
+    "config", "groups", "twirl", "GroupSample", "VectorAction", "VoxelAction", "IrrepsAction",
+    "PermutationAction", "haar_so3", "sample_haar", "sample_design", "sample_finite", "exhaustive",
+    "cube_group", "cube_subset16", "tetrahedral_group", "octahedral_group", "icosahedral_group",
+    "symmetric_group", "Decomposition", "TwirledModel", "bootstrap_se", "decompose", "decompose_general",
+    "decompose_model", "twirled_prediction", "twisted_predictions", "EquivarianceMonitor", "masked_mse", "train",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""Seeds, devices, profiles and chapter parameters: set in one place.
+
+Every chapter calls :func:`chapter_setup` right after its papermill
+``parameters`` cell; every test and benchmark seeds through :func:`seed_everything`.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+PROFILES = ("quick", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ParameterError(ValueError):
+    """A chapter or function was given a parameter it cannot use."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto" | "cpu" | "cuda"`` into a :class:`torch.device`.
+
+    ``"auto"`` picks CUDA when available, else the CPU.  Asking for ``"cuda"``
+    on a machine without one is an error, never a silent fallback.
+    """
+    if isinstance(device, torch.device):
+        device = device.type
+    if device not in DEVICES:
+        raise ParameterError(f"DEVICE must be one of {DEVICES}, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("DEVICE='cuda' was requested but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a CPU generator seeded alike."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ParameterError(f"SEED must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ParameterError(f"PROFILE must be one of {PROFILES}, got {profile!r}")
+    return profile
+
+
+def by_profile(profile: str, *, quick: Any, full: Any) -> Any:
+    """Pick the value for ``profile`` (``quick`` or ``full``)."""
+    return quick if check_profile(profile) == "quick" else full
+
+
+def check_parameters(namespace: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Fail loudly on parameters a chapter does not know.
+
+    Chapter parameters are UPPER_CASE globals.  papermill only *warns* when a
+    parameter is not in the ``parameters`` cell and then defines it anyway; this
+    turns that into an error naming the parameter.
+    """
+    known = set(known)
+    missing = sorted(k for k in known if k not in namespace)
+    if missing:
+        raise ParameterError(f"parameters cell does not define {missing}")
+    unknown = sorted(
+        k
+        for k, v in namespace.items()
+        if k.isupper() and not k.startswith("_") and k not in known and not callable(v)
+        and not isinstance(v, type(os))
+    )
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {unknown}; this chapter accepts {sorted(known)}"
+        )
+
+
+def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str]) -> tuple[torch.device, torch.Generator]:
+    """Validate a chapter's parameters, seed everything and pick the device.
+
+    ``namespace`` is the notebook's ``globals()``; ``known`` the names of its
+    parameters (which must include ``PROFILE``, ``SEED`` and ``DEVICE``).
+    Returns ``(device, generator)``.
+    """
+    known = set(known) | {"PROFILE", "SEED", "DEVICE"}
+    check_parameters(namespace, known)
+    check_profile(namespace["PROFILE"])
+    generator = seed_everything(namespace["SEED"])
+    device = resolve_device(namespace["DEVICE"])
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return device, generator

@@ -1,0 +1,237 @@
+"""One training loop for every task, and the equivariance monitor that rides along.
+
+The monitor can also be dropped into any other loop::
+
+    from equivlib import EquivarianceMonitor, VectorAction
+    monitor = EquivarianceMonitor(model, x_val, y_val, VectorAction(), every=100,
+                                  extras={"mask": m_val}, mask=m_val)
+    for step in range(steps):
+        ...                       # your optimiser step
+        monitor(step)             # every 100 steps: L, L_mean, L_equiv, percent, SEs
+    monitor.table()               # a tidy pandas DataFrame, one row per evaluation
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Mapping
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .groups import Action, GroupSample, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
+from .twirl import decompose, twisted_predictions
+
+__all__ = ["masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
+
+
+def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample MSE ``(1/D_b) Σ (pred - y)²`` averaged over the batch (``D_b`` valid entries of sample b)."""
+    if pred.shape != y.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(y.shape)}")
+    if mask is None:
+        return ((pred - y) ** 2).flatten(1).mean(1).mean()
+    w = mask.to(pred.dtype).reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
+    per = (w * (pred - y) ** 2).flatten(1).sum(1) / w.flatten(1).sum(1)
+    return per.mean()
+
+
+def make_sampler(scheme: str, n: int, group: torch.Tensor | None = None) -> Callable:
+    """A function ``(batch, generator, dtype, device) -> GroupSample``.
+
+    ``scheme``: ``"haar"`` (n iid rotations), ``"design"`` (n turned copies of
+    ``group``), ``"finite"`` (n uniform draws from ``group``), ``"exhaustive"``.
+    """
+    if scheme == "haar":
+        return lambda B, gen, dtype, device: sample_haar(n, batch=B, generator=gen, dtype=dtype, device=device)
+    if group is None:
+        raise ValueError(f"scheme {scheme!r} needs a finite group")
+    if scheme == "design":
+        return lambda B, gen, dtype, device: sample_design(group, n, batch=B, generator=gen, dtype=dtype, device=device)
+    if scheme == "finite":
+        return lambda B, gen, dtype, device: sample_finite(group.to(dtype), n, batch=B, generator=gen, device=device)
+    if scheme == "exhaustive":
+        return lambda B, gen, dtype, device: exhaustive(group.to(dtype), device=device)
+    raise ValueError(f"unknown scheme {scheme!r}; use 'haar', 'design', 'finite' or 'exhaustive'")
+
+
+class EquivarianceMonitor:
+    """Logs the loss decomposition on a fixed held-out set every ``every`` steps.
+
+    Group elements are drawn from the monitor's own generator, and the global
+    RNG state is saved and restored around each evaluation, so attaching a
+    monitor does not change the training run.  The model is put in eval mode
+    for the evaluation and restored afterwards.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x, y : Tensor ``(B, ...)``
+        Held-out inputs and targets.
+    action_in, action_out : Action
+    every : int
+        Evaluate when ``step % every == 0`` (and at the steps in ``at``, if given).
+    n_elements, scheme, group
+        Group sample per evaluation (see :func:`make_sampler`); default 16 iid Haar rotations.
+    extras, mask
+        Extra model inputs and an output mask, as in :func:`~equivlib.twirl.decompose`.
+    grad_norms : bool
+        Also record ``‖∇L‖``, ``‖∇L_mean‖``, ``‖∇L_equiv‖`` and their ratio
+        (one extra backward pass per component).
+    seed : int
+        Seed of the monitor's own generator.
+    """
+
+    def __init__(self, model, x, y, action_in: Action, action_out: Action | None = None, *, every: int = 100,
+                 at: Iterable[int] = (), n_elements: int = 16, scheme: str = "haar", group=None,
+                 extras: Mapping[str, torch.Tensor] | None = None, mask=None, grad_norms: bool = False,
+                 estimator: str = "unbiased", seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.model, self.x, self.y = model, x, y
+        self.action_in, self.action_out = action_in, action_out
+        self.every, self.at = every, set(at)
+        self.sampler = make_sampler(scheme, n_elements, group)
+        self.extras, self.mask = dict(extras or {}), mask
+        self.grad_norms, self.estimator = grad_norms, estimator
+        self.generator = torch.Generator().manual_seed(seed)
+        self.chunk_size = chunk_size
+        self.tag = dict(tag or {})
+        self.records: list[dict] = []
+        self.seconds = 0.0
+
+    def __call__(self, step: int) -> dict | None:
+        if step % self.every == 0 or step in self.at:
+            return self.measure(step)
+        return None
+
+    def measure(self, step: int) -> dict:
+        t0 = time.perf_counter()
+        devices = [self.x.device] if self.x.device.type == "cuda" else []
+        was_training = self.model.training
+        self.model.eval()
+        with torch.random.fork_rng(devices=devices):
+            sample = self.sampler(self.x.shape[0], self.generator, self.x.dtype, self.x.device)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            with torch.set_grad_enabled(self.grad_norms):
+                Z = twisted_predictions(self.model, self.x, sample, self.action_in, self.action_out,
+                                        extras=self.extras, chunk_size=self.chunk_size)
+                d = decompose(Z, self.y, sample, mask=self.mask, estimator=self.estimator)
+            rec = {"step": step, **self.tag, **d.summary()}
+            if self.grad_norms:
+                grads = {}
+                for k in ("L_mean", "L_equiv"):
+                    g = torch.autograd.grad(getattr(d, k).mean(), params, retain_graph=True, allow_unused=True)
+                    grads[k] = torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten()
+                                          for gi, p in zip(g, params)])
+                gL = grads["L_mean"] + grads["L_equiv"]
+                rec.update(grad_L=float(gL.norm()), grad_L_mean=float(grads["L_mean"].norm()),
+                           grad_L_equiv=float(grads["L_equiv"].norm()),
+                           grad_ratio=float(grads["L_equiv"].norm() / grads["L_mean"].norm()),
+                           grad_cos_L_Lmean=float(torch.nn.functional.cosine_similarity(gL, grads["L_mean"], dim=0)))
+        self.model.train(was_training)
+        self.seconds += time.perf_counter() - t0
+        self.records.append(rec)
+        return rec
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records)
+
+    def to_csv(self, path) -> None:
+        self.table().to_csv(path, index=False)
+
+
+def rotation_augment(positions_key: str = "x", vector_keys: Iterable[str] = ("y",)) -> Callable:
+    """Random-rotation augmentation for per-atom vector data.
+
+    Returns ``augment(batch: dict, generator) -> dict`` that rotates
+    ``batch[positions_key]`` and every ``batch[k]`` for ``k in vector_keys``
+    by one Haar rotation per sample.
+    """
+    keys = [positions_key, *vector_keys]
+
+    def augment(batch: dict, generator: torch.Generator) -> dict:
+        x = batch[positions_key]
+        R = haar_so3(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
+        out = dict(batch)
+        for k in keys:
+            out[k] = torch.einsum("bij,baj->bai", R, batch[k])
+        return out
+
+    return augment
+
+
+def random_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless minibatch indices: a fresh permutation of ``range(n)`` every epoch."""
+    if batch_size < 1 or n < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def train(
+    model: torch.nn.Module,
+    data: Mapping[str, torch.Tensor],
+    *,
+    steps: int,
+    batch_size: int,
+    forward: Callable[[torch.nn.Module, dict], torch.Tensor],
+    loss: Callable[[torch.Tensor, dict], torch.Tensor],
+    optimizer: str | Callable = "adam",
+    lr: float = 1e-3,
+    augment: Callable | None = None,
+    monitor: EquivarianceMonitor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> pd.DataFrame:
+    """Train ``model`` on ``data`` (a dict of tensors with a common leading size).
+
+    Each step draws a minibatch (``batch_size`` rows, epochs without
+    replacement), applies ``augment(batch, generator)`` if given, computes
+    ``loss(forward(model, batch), batch)`` and takes an optimiser step.  The
+    monitor is called at step 0 (before training) and after every step.
+    Returns the training log (step, loss, seconds) as a DataFrame; the
+    monitor keeps its own table.
+    """
+    sizes = {k: v.shape[0] for k, v in data.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"data tensors must share their leading size, got {sizes}")
+    n = next(iter(sizes.values()))
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if callable(optimizer):
+        opt = optimizer(params)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam', 'sgd' or a callable")
+    batches = random_batches(n, batch_size, generator)
+    log = []
+    if monitor is not None:
+        monitor(0)
+    t0 = time.perf_counter()
+    model.train()
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=2):
+        idx = next(batches)
+        batch = {k: v[idx] for k, v in data.items()}
+        if augment is not None:
+            batch = augment(batch, generator)
+        opt.zero_grad(set_to_none=True)
+        value = loss(forward(model, batch), batch)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"{desc}: loss became {float(value)} at step {step}")
+        value.backward()
+        opt.step()
+        log.append({"step": step, "loss": float(value)})
+        if monitor is not None:
+            monitor(step)
+    model.eval()
+    out = pd.DataFrame(log)
+    out.attrs["seconds"] = time.perf_counter() - t0
+    out.attrs["monitor_seconds"] = monitor.seconds if monitor is not None else 0.0
+    return out

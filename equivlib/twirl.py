@@ -1,0 +1,460 @@
+r"""Twisted predictions, twirls and the loss decomposition.
+
+For a model ``f``, an input ``x`` and a group element ``g`` the *twisted
+prediction* is :math:`Z_x(g) = g^{-1} f(g x)`; the *twirl* is its mean over the
+group, :math:`\mu(x) = \mathbb E_g Z_x(g)`.  Under the mean-squared error
+
+.. math::  L = \underbrace{\tfrac1D\|\mu(x) - y\|^2}_{L_\text{mean}}
+             + \underbrace{\tfrac1D \mathbb E_g\|Z_x(g) - \mu(x)\|^2}_{L_\text{equiv}} .
+
+Everything here is batched over group elements: the ``B·N`` transformed inputs go
+through the model in as few forward passes as a memory budget allows.
+
+Estimators
+----------
+With ``K`` independent blocks of ``m`` elements (see :class:`~equivlib.groups.GroupSample`),
+block means :math:`\bar Z_k` and overall mean :math:`\hat\mu`:
+
+* ``plugin``: :math:`\hat L_\text{mean} = \tfrac1D\|\hat\mu-y\|^2`,
+  :math:`\hat L_\text{equiv} = \tfrac1{ND}\sum_i\|Z_i-\hat\mu\|^2`.  Exact for an
+  exhaustive sample of a finite group, biased otherwise.
+* ``unbiased``: the variance of :math:`\hat\mu` is estimated from the spread of the
+  block means, :math:`\hat v = \tfrac1{K(K-1)}\sum_k\|\bar Z_k-\hat\mu\|^2/D`, and moved
+  from the mean term to the equivariance term:
+  :math:`\hat L_\text{mean} - \hat v`, :math:`\hat L_\text{equiv} + \hat v`.  For iid
+  samples (``m = 1``) this is the Bessel correction ``N/(N-1)``; for rotated
+  designs it is unbiased although the elements of a block are dependent.
+  The total :math:`\hat L = \tfrac1{ND}\sum_i\|Z_i-y\|^2` is unbiased in every case.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Mapping
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .groups import Action, GroupError, GroupSample
+
+__all__ = [
+    "twisted_predictions",
+    "twirl",
+    "decompose",
+    "decompose_model",
+    "decompose_general",
+    "bootstrap_se",
+    "Decomposition",
+    "estimate_bytes_per_input",
+    "TwirledModel",
+]
+
+Estimator = Literal["plugin", "unbiased"]
+
+
+# --------------------------------------------------------------------------- memory probe
+class _LiveBytes(TorchDispatchMode):
+    """Track the peak of bytes held by tensors created inside the mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def _release(self, n):
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t._base is None:
+                n = t.untyped_storage().nbytes()
+                self.live += n
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._release, n)
+        return out
+
+
+_BYTES_CACHE: dict = {}
+
+
+def estimate_bytes_per_input(model: Callable, x: torch.Tensor, extras: Mapping | None = None) -> float:
+    """Peak bytes of intermediate tensors per input in one no-grad forward pass.
+
+    Measured by running ``model`` on 2 and 4 copies of the first input under a
+    dispatch mode that tracks live tensor bytes; the slope is the per-input
+    cost.  Cached per (model, input shape, dtype, device).
+    """
+    key = (id(model), tuple(x.shape[1:]), x.dtype, x.device.type)
+    if key not in _BYTES_CACHE:
+        peaks = []
+        for c in (2, 4):
+            xs = x[:1].expand(c, *x.shape[1:]).clone()
+            ex = {k: v[:1].expand(c, *v.shape[1:]).clone() for k, v in (extras or {}).items()}
+            probe = _LiveBytes()
+            with torch.no_grad(), probe:
+                model(xs, **ex)
+            peaks.append(probe.peak)
+        _BYTES_CACHE[key] = max((peaks[1] - peaks[0]) / 2, peaks[1] / 4, 1.0)
+    return _BYTES_CACHE[key]
+
+
+# --------------------------------------------------------------------------- twisting
+def _check_extras(extras, B):
+    extras = dict(extras or {})
+    for k, v in extras.items():
+        if not isinstance(v, torch.Tensor) or v.ndim == 0 or v.shape[0] != B:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise GroupError(f"extra model input {k!r} must be a tensor with leading batch size {B}, got {shape}")
+    return extras
+
+
+def twisted_predictions(
+    model: Callable,
+    x: torch.Tensor,
+    sample: GroupSample,
+    action_in: Action,
+    action_out: Action | None = None,
+    *,
+    extras: Mapping[str, torch.Tensor] | None = None,
+    chunk_size: int | None = None,
+    memory_budget_mb: float | None = 1024.0,
+) -> torch.Tensor:
+    """Twisted predictions ``g⁻¹ f(g x)`` for every sample and group element.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x_batch, **extras_batch) -> y_batch``.
+    x : Tensor ``(B, *in_shape)``
+        Untransformed inputs.
+    sample : GroupSample
+        Group elements, ``(K, m, B or 1, *element_shape)``.
+    action_in, action_out : Action
+        Actions on inputs and outputs (``action_out`` defaults to ``action_in``).
+    extras : dict of Tensor ``(B, ...)``, optional
+        Invariant model inputs (masks, atom types, times…) passed as keywords,
+        repeated for every group element.
+    chunk_size : int, optional
+        Transformed inputs per forward pass.  By default it is chosen so that one
+        pass stays under ``memory_budget_mb`` (estimated by
+        :func:`estimate_bytes_per_input`); ``memory_budget_mb=None`` means one pass.
+
+    Returns
+    -------
+    Tensor ``(K, m, B, *out_shape)``
+        Differentiable with respect to the model's parameters.
+    """
+    action_out = action_in if action_out is None else action_out
+    if x.ndim < 1:
+        raise GroupError("x must have a leading batch dimension")
+    B = x.shape[0]
+    extras = _check_extras(extras, B)
+    g = sample.flat(B).to(x.device)  # (N, B, *elem)
+    action_in.check_elements(g)
+    action_out.check_elements(g)
+    N = g.shape[0]
+    total = N * B
+    if chunk_size is None:
+        if memory_budget_mb is None:
+            chunk_size = total
+        else:
+            # probe on one transformed input: validates x against the action before the model runs
+            per = estimate_bytes_per_input(model, action_in.apply(g[:1, :1], x[:1])[0], extras)
+            chunk_size = max(1, int(memory_budget_mb * 2**20 // per))
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise GroupError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    g_flat = g.reshape(total, *g.shape[2:])
+    b_idx = torch.arange(B, device=x.device).repeat(N)  # element e ↔ (n = e // B, b = e % B)
+    outs = []
+    for start in range(0, total, chunk_size):
+        sl = slice(start, min(start + chunk_size, total))
+        gs, bs = g_flat[sl][None], b_idx[sl]
+        xin = action_in.apply(gs, x[bs])[0]
+        y = model(xin, **{k: v[bs] for k, v in extras.items()})
+        outs.append(action_out.apply_inverse(gs, y[None])[0])
+    Z = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return Z.reshape(sample.n_blocks, sample.block_size, B, *Z.shape[1:])
+
+
+def twirl(model, x, sample, action_in, action_out=None, **kwargs) -> torch.Tensor:
+    """Finite-sample twirled prediction ``mean_g g⁻¹ f(g x)``, shape ``(B, *out_shape)``."""
+    Z = twisted_predictions(model, x, sample, action_in, action_out, **kwargs)
+    return Z.mean(dim=(0, 1))
+
+
+class TwirledModel(torch.nn.Module):
+    """Wrap a model so that it predicts its own twirl over a group sample.
+
+    ``sampler(batch_size, device)`` returns a fresh :class:`GroupSample` for every
+    call (e.g. an exhaustive finite group, or a randomly turned design).  The
+    result is exactly equivariant for an exhaustive finite group and
+    approximately so otherwise; its cost is ``N`` forward passes.
+    """
+
+    def __init__(self, model, sampler, action_in, action_out=None, **kwargs):
+        super().__init__()
+        self.model, self.sampler = model, sampler
+        self.action_in, self.action_out, self.kwargs = action_in, action_out, kwargs
+
+    def forward(self, x, **extras):
+        sample = self.sampler(x.shape[0], x.device)
+        return twirl(self.model, x, sample, self.action_in, self.action_out, extras=extras, **self.kwargs)
+
+
+# --------------------------------------------------------------------------- decomposition
+@dataclass
+class Decomposition:
+    """Per-sample loss decomposition ``L = L_mean + L_equiv``.
+
+    Attributes
+    ----------
+    L, L_mean, L_equiv : Tensor ``(B,)``
+        Per-sample estimates (each normalised by that sample's number of valid
+        output entries ``D``).  Unbiased per-sample ``L_mean`` can be negative.
+    scheme, estimator : str
+        How the group elements were drawn and which estimator was used.
+    n_elements : int
+        Group elements per sample.
+    """
+
+    L: torch.Tensor
+    L_mean: torch.Tensor
+    L_equiv: torch.Tensor
+    scheme: str
+    estimator: str
+    n_elements: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def percent(self) -> float:
+        """``100 · mean(L_equiv) / mean(L)`` (ratio of unbiased means, Prop. 8 form)."""
+        return float(100 * self.L_equiv.sum() / self.L.sum())
+
+    def summary(self) -> dict:
+        """Means over samples, percent, and analytic standard errors over samples.
+
+        The standard errors treat the ``B`` samples as independent draws (data
+        and group elements drawn independently per sample); the percent's
+        error uses the delta method for a ratio of means.
+        """
+        self = self.detach()
+        B = self.L.shape[0]
+        out = {"L": float(self.L.mean()), "L_mean": float(self.L_mean.mean()),
+               "L_equiv": float(self.L_equiv.mean()), "percent": self.percent,
+               "n_samples": B, "n_elements": self.n_elements, "scheme": self.scheme,
+               "estimator": self.estimator}
+        if B > 1:
+            sq = math.sqrt(B)
+            for k in ("L", "L_mean", "L_equiv"):
+                out[f"se_{k}"] = float(getattr(self, k).std() / sq)
+            r = self.L_equiv.mean() / self.L.mean()
+            out["se_percent"] = float(100 * (self.L_equiv - r * self.L).std() / sq / self.L.mean())
+        else:
+            for k in ("L", "L_mean", "L_equiv", "percent"):
+                out[f"se_{k}"] = float("nan")
+        return out
+
+    def detach(self) -> "Decomposition":
+        return Decomposition(self.L.detach(), self.L_mean.detach(), self.L_equiv.detach(),
+                             self.scheme, self.estimator, self.n_elements, self.extra)
+
+
+def _weights(mask, y):
+    """Entry weights ``(B, *out)`` and per-sample counts ``D (B,)``."""
+    if mask is None:
+        w = torch.ones_like(y)
+    else:
+        if mask.shape[0] != y.shape[0] or mask.ndim > y.ndim or tuple(mask.shape) != tuple(y.shape[: mask.ndim]):
+            raise GroupError(f"mask of shape {tuple(mask.shape)} does not match the leading dims of "
+                             f"targets {tuple(y.shape)}")
+        w = mask.to(y.dtype).reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
+    D = w.reshape(w.shape[0], -1).sum(-1)
+    if (D == 0).any():
+        raise GroupError("a sample has no valid output entries (mask is all False)")
+    return w, D
+
+
+def _sqnorm(t, w):
+    """Weighted squared norm over output dims; ``t (..., B, *out)``, ``w (B, *out)`` → ``(..., B)``."""
+    return (w * t * t).flatten(-w.ndim + 1).sum(-1) if w.ndim > 1 else w * t * t
+
+
+@dataclass
+class _Blocks:
+    """Sufficient statistics of a twisted sample, per block: what every estimator needs."""
+
+    mean: torch.Tensor     # (K, B, *out)  block means  Z̄_k
+    err: torch.Tensor      # (K, B)        mean_i∈k ||Z_i - y||² / D
+    within: torch.Tensor   # (K, B)        mean_i∈k ||Z_i - Z̄_k||² / D
+    m: int
+
+
+def _block_stats(Z, y, w, D) -> _Blocks:
+    if Z.ndim < 3 or tuple(Z.shape[2:]) != tuple(y.shape):
+        raise GroupError(f"twisted predictions {tuple(Z.shape)} must be (K, m, *targets.shape) "
+                         f"with targets {tuple(y.shape)}")
+    Zbar = Z.mean(1)
+    err = _sqnorm(Z - y, w).mean(1) / D
+    within = _sqnorm(Z - Zbar[:, None], w).mean(1) / D
+    return _Blocks(Zbar, err, within, Z.shape[1])
+
+
+def _estimate(blk: _Blocks, y, w, D, scheme, estimator):
+    """Estimates from block statistics; leading dims of ``blk`` tensors may include a bootstrap axis."""
+    K = blk.mean.shape[-y.ndim - 1]
+    mu = blk.mean.mean(-y.ndim - 1)
+    L = blk.err.mean(-2)
+    L_mean = _sqnorm(mu - y, w) / D
+    between = _sqnorm(blk.mean - mu.unsqueeze(-y.ndim - 1), w) / D  # (..., K, B)
+    L_equiv = blk.within.mean(-2) + between.mean(-2)
+    if estimator == "unbiased" and scheme != "exhaustive":
+        if K < 2:
+            raise GroupError(
+                "the unbiased estimator needs at least 2 independent blocks: N >= 2 iid elements, "
+                "or 2 independently turned copies of a design"
+            )
+        v = between.sum(-2) / (K * (K - 1))
+        L_mean, L_equiv = L_mean - v, L_equiv + v
+    return L, L_mean, L_equiv
+
+
+def _check_estimator(estimator):
+    if estimator not in ("plugin", "unbiased"):
+        raise GroupError(f"estimator must be 'plugin' or 'unbiased', got {estimator!r}")
+
+
+def decompose(
+    Z: torch.Tensor,
+    y: torch.Tensor,
+    scheme: str | GroupSample,
+    *,
+    mask: torch.Tensor | None = None,
+    estimator: Estimator = "unbiased",
+) -> Decomposition:
+    """Split the MSE of twisted predictions into ``L_mean + L_equiv`` per sample.
+
+    Parameters
+    ----------
+    Z : Tensor ``(K, m, B, *out)``
+        Twisted predictions (from :func:`twisted_predictions`).
+    y : Tensor ``(B, *out)``
+        Targets in the original frame.
+    scheme : str or GroupSample
+        ``"iid"``, ``"design"`` or ``"exhaustive"`` (or the sample itself).
+    mask : Tensor, optional
+        Boolean mask over the leading dims of ``y`` (e.g. ``(B, atoms)`` for
+        ``(B, atoms, 3)`` targets); padded entries are ignored and ``D`` counts
+        the valid entries of each sample.
+    estimator : ``"unbiased"`` (default) or ``"plugin"``
+    """
+    _check_estimator(estimator)
+    scheme = scheme.scheme if isinstance(scheme, GroupSample) else scheme
+    w, D = _weights(mask, y)
+    blk = _block_stats(Z, y, w, D)
+    L, L_mean, L_equiv = _estimate(blk, y, w, D, scheme, estimator)
+    return Decomposition(L, L_mean, L_equiv, scheme, estimator, Z.shape[0] * Z.shape[1])
+
+
+def decompose_model(model, x, y, sample, action_in, action_out=None, *, mask=None,
+                    estimator: Estimator = "unbiased", extras=None, **kwargs) -> Decomposition:
+    """:func:`twisted_predictions` followed by :func:`decompose`."""
+    Z = twisted_predictions(model, x, sample, action_in, action_out, extras=extras, **kwargs)
+    return decompose(Z, y, sample, mask=mask, estimator=estimator)
+
+
+def bootstrap_se(
+    Z: torch.Tensor,
+    y: torch.Tensor,
+    scheme: str | GroupSample,
+    *,
+    mask: torch.Tensor | None = None,
+    estimator: Estimator = "unbiased",
+    n_boot: int = 200,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Standard errors over the group elements alone, by bootstrap.
+
+    The data are held fixed; for every sample the ``K`` independent blocks are
+    resampled with replacement (independently per sample) and the dataset-level
+    ``L``, ``L_mean``, ``L_equiv`` and percent recomputed.  Returns
+    ``{"se_L", "se_L_mean", "se_L_equiv", "se_percent"}``.
+    """
+    _check_estimator(estimator)
+    scheme = scheme.scheme if isinstance(scheme, GroupSample) else scheme
+    if scheme == "exhaustive":
+        raise GroupError("an exhaustive sample has no sampling noise over group elements to bootstrap")
+    if n_boot < 2:
+        raise GroupError(f"n_boot must be at least 2, got {n_boot}")
+    w, D = _weights(mask, y)
+    blk = _block_stats(Z, y, w, D)
+    K, B = blk.err.shape
+    stats = []
+    chunk = max(1, int(2**27 // max(1, blk.mean[0].numel())))
+    for start in range(0, n_boot, chunk):
+        nb = min(chunk, n_boot - start)
+        idx = torch.randint(K, (nb, K, B), generator=generator).to(Z.device)
+        gidx = idx.reshape(nb, K, B, *([1] * (y.ndim - 1))).expand(nb, K, *y.shape)
+        sub = _Blocks(torch.gather(blk.mean.expand(nb, *blk.mean.shape), 1, gidx),
+                      torch.gather(blk.err.expand(nb, K, B), 1, idx),
+                      torch.gather(blk.within.expand(nb, K, B), 1, idx), blk.m)
+        L, Lm, Le = _estimate(sub, y, w, D, scheme, estimator)
+        L, Lm, Le = L.mean(-1), Lm.mean(-1), Le.mean(-1)
+        stats.append(torch.stack([L, Lm, Le, 100 * Le / L], -1))
+    s = torch.cat(stats).std(0)
+    return {"se_L": float(s[0]), "se_L_mean": float(s[1]), "se_L_equiv": float(s[2]), "se_percent": float(s[3])}
+
+
+# --------------------------------------------------------------------------- general losses
+def _quadratic_forms(loss_fn, mu, y, deltas):
+    """``δᵀ H_l(μ, y) δ`` for ``deltas (J, B, *out)`` via Hessian-vector products → ``(J, B)``."""
+
+    def one(mu_b, y_b, d_b):
+        g = torch.func.grad(lambda z: loss_fn(z, y_b))
+        _, hv = torch.func.jvp(g, (mu_b,), (d_b,))
+        return (hv * d_b).sum()
+
+    per_sample = torch.func.vmap(one)
+    return torch.func.vmap(per_sample, in_dims=(None, None, 0))(mu, y, deltas)
+
+
+def decompose_general(
+    Z: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheme: str | GroupSample,
+    *,
+    estimator: Estimator = "unbiased",
+) -> Decomposition:
+    """Decomposition for a general per-sample loss ``loss_fn(z, y) -> scalar``.
+
+    ``L = mean_g l(Z_g, y)``, ``L_mean = l(μ̂, y)`` and ``L_equiv = L - L_mean``
+    (non-negative for convex losses by Jensen).  The second-order Taylor form
+    ``½ mean_g (Z_g-μ̂)ᵀ H_l(μ̂, y) (Z_g-μ̂)`` is returned in ``extra["taylor"]``,
+    computed with Hessian-vector products.  The unbiased variant moves the
+    second-order estimate of the bias of ``l(μ̂, y)``, ``½ tr(H_l Var μ̂)``,
+    from ``L_mean`` to ``L_equiv`` (for iid samples this is the ``N/(N-1)``
+    correction, accurate to second order).
+
+    ``Z`` is ``(K, m, B, *out)`` and ``loss_fn`` acts on single samples
+    ``(*out)`` (it is vmapped).
+    """
+    _check_estimator(estimator)
+    scheme = scheme.scheme if isinstance(scheme, GroupSample) else scheme
+    if Z.ndim < 3 or tuple(Z.shape[2:]) != tuple(y.shape):
+        raise GroupError(f"twisted predictions {tuple(Z.shape)} must be (K, m, *targets.shape)")
+    K, m = Z.shape[:2]
+    lossv = torch.func.vmap(loss_fn)
+    Zf = Z.reshape(K * m, *y.shape)
+    L = torch.stack([lossv(z, y) for z in Zf]).mean(0)
+    mu = Zf.mean(0)
+    L_mean = lossv(mu, y)
+    L_equiv = L - L_mean
+    taylor = 0.5 * _quadratic_forms(loss_fn, mu, y, Zf - mu).mean(0)
+    if estimator == "unbiased" and scheme != "exhaustive":
+        if K < 2:
+            raise GroupError("the unbiased estimator needs at least 2 independent blocks")
+        bias = 0.5 * _quadratic_forms(loss_fn, mu, y, Z.mean(1) - mu).sum(0) / (K * (K - 1))
+        L_mean, L_equiv, taylor = L_mean - bias, L_equiv + bias, taylor + bias
+    return Decomposition(L, L_mean, L_equiv, scheme, estimator, K * m, extra={"taylor": taylor})

@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Execute the chapters with papermill and render the book with Jupyter Book.
+
+    python tools/build_book.py                      # every chapter, quick profile, then render
+    python tools/build_book.py --chapters 01        # one chapter (cached ones are not re-run)
+    python tools/build_book.py --profile full --device cuda
+    python tools/build_book.py --chapters 01 -p N_ROT_MAX=32   # extra chapter parameters (YAML values)
+
+``chapters/NN_name.py`` (jupytext py:percent) is the only source.  Each is turned
+into a notebook, checked for unknown parameters, executed by papermill into
+``book/generated/NN_name.ipynb`` and checked for error outputs; a failing cell
+stops the build with the chapter and cell named.  Execution is cached: a chapter
+is re-executed only when its source, its parameters, or the library / data
+samples it runs on change.  Rendering runs Jupyter Book with execution off,
+warnings as errors, nitpicky, and a full rebuild.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "chapters"
+GENERATED = ROOT / "book" / "generated"
+CACHE = ROOT / "_build" / "exec-cache"
+SOURCES = ROOT / "_build" / "sources"
+HASHED_TREES = ["equivlib", "data/samples"]
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def chapter_files(selected: list[str] | None) -> list[Path]:
+    files = sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
+    if not files:
+        raise BuildError(f"no chapters found in {CHAPTERS}")
+    if not selected:
+        return files
+    out = []
+    for s in selected:
+        match = [f for f in files if f.name.startswith(f"{int(s):02d}_") or f.stem == s]
+        if not match:
+            raise BuildError(f"no chapter {s!r}; known: {[f.stem for f in files]}")
+        out += match
+    return out
+
+
+def tree_hash() -> str:
+    h = hashlib.sha256()
+    for sub in HASHED_TREES:
+        for p in sorted((ROOT / sub).rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(ROOT)).encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def error_cells(nb) -> list[str]:
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                found.append(f"cell {i} (execution count {cell.get('execution_count')}): "
+                             f"{out.get('ename')}: {out.get('evalue')}")
+    return found
+
+
+def execute(path: Path, params: dict, lib_hash: str, force: bool) -> bool:
+    """Execute one chapter; return True if it ran, False if the cache was valid."""
+    src = path.read_bytes()
+    key = hashlib.sha256(src + json.dumps(params, sort_keys=True).encode() + lib_hash.encode()).hexdigest()
+    out_nb = GENERATED / f"{path.stem}.ipynb"
+    stamp = CACHE / f"{path.stem}.json"
+    if not force and out_nb.exists() and stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
+        if not error_cells(nbformat.read(out_nb, as_version=4)):
+            print(f"[{path.stem}] up to date (source, parameters and library unchanged)")
+            return False
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    SOURCES.mkdir(parents=True, exist_ok=True)
+    src_nb = SOURCES / f"{path.stem}.ipynb"
+    nbformat.write(nb, src_nb)
+    declared = pm.inspect_notebook(str(src_nb))
+    if not declared:
+        raise BuildError(f"[{path.stem}] has no cell tagged 'parameters'")
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise BuildError(f"[{path.stem}] unknown parameter(s) {unknown}; it accepts {sorted(declared)}")
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    print(f"[{path.stem}] executing with {params}", flush=True)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
+                            cwd=str(ROOT), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:
+        raise BuildError(f"[{path.stem}] cell {e.cell_index} (execution count {e.exec_count}) failed: "
+                         f"{e.ename}: {e.evalue}\n(partial notebook: {out_nb})") from None
+    errs = error_cells(nbformat.read(out_nb, as_version=4))
+    if errs:
+        raise BuildError(f"[{path.stem}] error outputs in the executed notebook:\n  " + "\n  ".join(errs))
+    dt = time.time() - t0
+    CACHE.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"key": key, "params": params, "seconds": round(dt, 1)}))
+    print(f"[{path.stem}] executed in {dt:.1f} s", flush=True)
+    return True
+
+
+def toc_notebooks() -> list[Path]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = []
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            for part in e.get("parts", []):
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return [ROOT / f"{f}.ipynb" for f in files if f.startswith("book/generated/")]
+
+
+def render(full: bool) -> None:
+    missing = [p.relative_to(ROOT) for p in toc_notebooks() if not p.exists()]
+    if missing:
+        raise BuildError(f"cannot render: not executed yet: {[str(m) for m in missing]} (run `make book`)")
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
+    if full:
+        cmd.append("--all")
+    print("rendering:", " ".join(cmd[2:]), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (ROOT / "_build").mkdir(exist_ok=True)
+    (ROOT / "_build" / "render.log").write_text(log)
+    bad = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line or "Traceback" in line]
+    if proc.returncode != 0 or bad:
+        print(log[-6000:])
+        raise BuildError(f"rendering failed (exit {proc.returncode}, {len(bad)} warning/error lines; "
+                         f"full log: _build/render.log)")
+    print(f"rendered in {time.time() - t0:.1f} s: {ROOT / '_build' / 'html' / 'index.html'}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="quick", choices=["quick", "full"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--chapters", nargs="*", help="chapter numbers or stems (default: all)")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra chapter parameter; VALUE is parsed as YAML")
+    ap.add_argument("--force", action="store_true", help="re-execute even if cached")
+    ap.add_argument("--no-render", action="store_true")
+    ap.add_argument("--incremental", action="store_true", help="incremental render (default: full rebuild)")
+    args = ap.parse_args(argv)
+    params = {"PROFILE": args.profile, "SEED": args.seed, "DEVICE": args.device}
+    for kv in args.param:
+        if "=" not in kv:
+            raise BuildError(f"--param expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        params[k] = yaml.safe_load(v)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    t0 = time.time()
+    lib_hash = tree_hash()
+    for path in chapter_files(args.chapters):
+        execute(path, params, lib_hash, args.force)
+    if not args.no_render:
+        render(full=not args.incremental)
+    print(f"total {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BuildError as e:
+        print(f"BUILD FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
