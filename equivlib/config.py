@@ -96,5 +96,8 @@ def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str]) -> tuple[t
     check_profile(namespace["PROFILE"])
     generator = seed_everything(namespace["SEED"])
     device = resolve_device(namespace["DEVICE"])
+    threads = os.environ.get("EQUIVLIB_THREADS")
+    if threads:  # e.g. EQUIVLIB_THREADS=1 on a busy machine: small models lose to thread contention
+        torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     return device, generator

@@ -538,16 +538,9 @@ class IrrepsAction(Action):
         check_rotations(g, name="group elements")
 
     def _D(self, g, dtype):
-        # e3nn builds its so(3) generators in torch's *default* dtype and on the CPU: under the
-        # usual float32 default the "float64" D is only ~1e-7 accurate, and CUDA elements fail.
-        # Compute on the CPU with a float64 default (restored afterwards), then move.
-        prev = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
-            D = self.irreps.D_from_matrix(g.reshape(-1, 3, 3).to(device="cpu", dtype=torch.float64))
-        finally:
-            torch.set_default_dtype(prev)
-        return D.reshape(*g.shape[:2], self.irreps.dim, self.irreps.dim).to(dtype=dtype, device=g.device)
+        # float64-accurate Wigner-D (e3nn's own builds its generators in float32: ~1e-7)
+        D = wigner_D(self.irreps, g.reshape(-1, 3, 3))
+        return D.reshape(*g.shape[:2], self.irreps.dim, self.irreps.dim).to(dtype=dtype)
 
     def _check_data(self, x, lead):
         if x.ndim < lead + 1 or x.shape[-1] != self.irreps.dim:

@@ -12,6 +12,7 @@ The monitor can also be dropped into any other loop::
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable, Iterable, Mapping
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from .groups import Action, GroupSample, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
 from .twirl import decompose, twisted_predictions
 
-__all__ = ["masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
+__all__ = ["float64_copy", "masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
 
 
 def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,6 +35,11 @@ def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = 
     w = mask.to(pred.dtype).reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
     per = (w * (pred - y) ** 2).flatten(1).sum(1) / w.flatten(1).sum(1)
     return per.mean()
+
+
+def float64_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``model`` in eval mode, for equivariance measurements (the original is untouched)."""
+    return copy.deepcopy(model).to(torch.float64).eval()
 
 
 def make_sampler(scheme: str, n: int, group: torch.Tensor | None = None) -> Callable:
@@ -80,12 +86,17 @@ class EquivarianceMonitor:
         (one extra backward pass per component).
     seed : int
         Seed of the monitor's own generator.
+    eval_dtype : torch.dtype
+        Dtype of the measurement (default float64).  A model trained in
+        another dtype is evaluated through a copy cast to it, so ``x`` and
+        ``y`` must be in ``eval_dtype``; gradient norms are then those of the copy.
     """
 
     def __init__(self, model, x, y, action_in: Action, action_out: Action | None = None, *, every: int = 100,
                  at: Iterable[int] = (), n_elements: int = 16, scheme: str = "haar", group=None,
                  extras: Mapping[str, torch.Tensor] | None = None, mask=None, grad_norms: bool = False,
-                 estimator: str = "unbiased", seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None):
+                 estimator: str = "unbiased", seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None,
+                 eval_dtype: torch.dtype = torch.float64):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.model, self.x, self.y = model, x, y
@@ -99,6 +110,10 @@ class EquivarianceMonitor:
         self.tag = dict(tag or {})
         self.records: list[dict] = []
         self.seconds = 0.0
+        self.eval_dtype = eval_dtype
+        if x.dtype != eval_dtype or y.dtype != eval_dtype:
+            raise ValueError(f"monitor data must be {eval_dtype} (got x {x.dtype}, y {y.dtype}); "
+                             "equivariance is measured in eval_dtype")
 
     def __call__(self, step: int) -> dict | None:
         if step % self.every == 0 or step in self.at:
@@ -110,11 +125,14 @@ class EquivarianceMonitor:
         devices = [self.x.device] if self.x.device.type == "cuda" else []
         was_training = self.model.training
         self.model.eval()
+        model = self.model
+        if next(model.parameters()).dtype != self.eval_dtype:
+            model = copy.deepcopy(model).to(self.eval_dtype)
         with torch.random.fork_rng(devices=devices):
             sample = self.sampler(self.x.shape[0], self.generator, self.x.dtype, self.x.device)
-            params = [p for p in self.model.parameters() if p.requires_grad]
+            params = [p for p in model.parameters() if p.requires_grad]
             with torch.set_grad_enabled(self.grad_norms):
-                Z = twisted_predictions(self.model, self.x, sample, self.action_in, self.action_out,
+                Z = twisted_predictions(model, self.x, sample, self.action_in, self.action_out,
                                         extras=self.extras, chunk_size=self.chunk_size)
                 d = decompose(Z, self.y, sample, mask=self.mask, estimator=self.estimator)
             rec = {"step": step, **self.tag, **d.summary()}
@@ -224,10 +242,10 @@ def train(
         opt.zero_grad(set_to_none=True)
         value = loss(forward(model, batch), batch)
         if not torch.isfinite(value):
-            raise FloatingPointError(f"{desc}: loss became {float(value)} at step {step}")
+            raise FloatingPointError(f"{desc}: loss became {float(value.detach())} at step {step}")
         value.backward()
         opt.step()
-        log.append({"step": step, "loss": float(value)})
+        log.append({"step": step, "loss": float(value.detach())})
         if monitor is not None:
             monitor(step)
     model.eval()

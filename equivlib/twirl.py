@@ -76,7 +76,8 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
-_BYTES_CACHE: dict = {}
+_BYTES_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PROBE_MIN_INPUTS = 256  # passes with fewer transformed inputs than this are never split
 
 
 def estimate_bytes_per_input(model: Callable, x: torch.Tensor, extras: Mapping | None = None) -> float:
@@ -84,20 +85,30 @@ def estimate_bytes_per_input(model: Callable, x: torch.Tensor, extras: Mapping |
 
     Measured by running ``model`` on 2 and 4 copies of the first input under a
     dispatch mode that tracks live tensor bytes; the slope is the per-input
-    cost.  Cached per (model, input shape, dtype, device).
+    cost.  The global RNG state is restored afterwards.  Cached per model object
+    (weakly) and input shape, dtype and device.  A model in training mode with
+    batch-norm layers would update its running statistics here: measure models
+    in eval mode.
     """
-    key = (id(model), tuple(x.shape[1:]), x.dtype, x.device.type)
-    if key not in _BYTES_CACHE:
+    key = (tuple(x.shape[1:]), x.dtype, x.device.type,
+           tuple((k, tuple(v.shape[1:])) for k, v in sorted((extras or {}).items())))
+    try:
+        per_model = _BYTES_CACHE.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: do not cache
+        per_model = {}
+    if key not in per_model:
         peaks = []
-        for c in (2, 4):
-            xs = x[:1].expand(c, *x.shape[1:]).clone()
-            ex = {k: v[:1].expand(c, *v.shape[1:]).clone() for k, v in (extras or {}).items()}
-            probe = _LiveBytes()
-            with torch.no_grad(), probe:
-                model(xs, **ex)
-            peaks.append(probe.peak)
-        _BYTES_CACHE[key] = max((peaks[1] - peaks[0]) / 2, peaks[1] / 4, 1.0)
-    return _BYTES_CACHE[key]
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            for c in (2, 4):
+                xs = x[:1].expand(c, *x.shape[1:]).clone()
+                ex = {k: v[:1].expand(c, *v.shape[1:]).clone() for k, v in (extras or {}).items()}
+                probe = _LiveBytes()
+                with torch.no_grad(), probe:
+                    model(xs, **ex)
+                peaks.append(probe.peak)
+        per_model[key] = max((peaks[1] - peaks[0]) / 2, peaks[1] / 4, 1.0)
+    return per_model[key]
 
 
 # --------------------------------------------------------------------------- twisting
@@ -139,7 +150,8 @@ def twisted_predictions(
     chunk_size : int, optional
         Transformed inputs per forward pass.  By default it is chosen so that one
         pass stays under ``memory_budget_mb`` (estimated by
-        :func:`estimate_bytes_per_input`); ``memory_budget_mb=None`` means one pass.
+        :func:`estimate_bytes_per_input` when there are at least 256 transformed
+        inputs; fewer always go in one pass); ``memory_budget_mb=None`` means one pass.
 
     Returns
     -------
@@ -153,11 +165,12 @@ def twisted_predictions(
     extras = _check_extras(extras, B)
     g = sample.flat(B).to(x.device)  # (N, B, *elem)
     action_in.check_elements(g)
-    action_out.check_elements(g)
+    if action_out is not action_in:  # the same check twice costs ~0.2 ms per call (matters at small B)
+        action_out.check_elements(g)
     N = g.shape[0]
     total = N * B
     if chunk_size is None:
-        if memory_budget_mb is None:
+        if memory_budget_mb is None or total < _PROBE_MIN_INPUTS:
             chunk_size = total
         else:
             # probe on one transformed input: validates x against the action before the model runs
@@ -378,10 +391,14 @@ def bootstrap_se(
 
     The data are held fixed; for every sample the ``K`` independent blocks are
     resampled with replacement (independently per sample) and the dataset-level
-    ``L``, ``L_mean``, ``L_equiv`` and percent recomputed.  Returns
+    ``L``, ``L_mean``, ``L_equiv`` and percent recomputed.  When ``scheme`` is a
+    :class:`GroupSample` shared by all samples (drawn with ``batch=None``), the
+    same blocks are resampled for every sample, since their errors are then
+    correlated (pass the sample, not its scheme name, in that case).  Returns
     ``{"se_L", "se_L_mean", "se_L_equiv", "se_percent"}``.
     """
     _check_estimator(estimator)
+    shared = isinstance(scheme, GroupSample) and scheme.batch == 1
     scheme = scheme.scheme if isinstance(scheme, GroupSample) else scheme
     if scheme == "exhaustive":
         raise GroupError("an exhaustive sample has no sampling noise over group elements to bootstrap")
@@ -391,10 +408,10 @@ def bootstrap_se(
     blk = _block_stats(Z, y, w, D)
     K, B = blk.err.shape
     stats = []
-    chunk = max(1, int(2**27 // max(1, blk.mean[0].numel())))
+    chunk = max(1, int(2**27 // max(1, blk.mean.numel())))  # gathered block means: nb·K·B·D
     for start in range(0, n_boot, chunk):
         nb = min(chunk, n_boot - start)
-        idx = torch.randint(K, (nb, K, B), generator=generator).to(Z.device)
+        idx = torch.randint(K, (nb, K, 1 if shared else B), generator=generator).to(Z.device).expand(nb, K, B)
         gidx = idx.reshape(nb, K, B, *([1] * (y.ndim - 1))).expand(nb, K, *y.shape)
         sub = _Blocks(torch.gather(blk.mean.expand(nb, *blk.mean.shape), 1, gidx),
                       torch.gather(blk.err.expand(nb, K, B), 1, idx),

@@ -68,12 +68,17 @@ def tree_hash() -> str:
 
 
 def error_cells(nb) -> list[str]:
+    """Describe every error output: cell number, its first source line, the error and the traceback's end."""
+    import re
+
     found = []
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                found.append(f"cell {i} (execution count {cell.get('execution_count')}): "
-                             f"{out.get('ename')}: {out.get('evalue')}")
+                first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+                tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])[-4:]))
+                found.append(f"cell {i} (execution count {cell.get('execution_count')}, starting {first!r}): "
+                             f"{out.get('ename')}: {out.get('evalue')}\n{tb}")
     return found
 
 
@@ -107,8 +112,9 @@ def execute(path: Path, params: dict, lib_hash: str, force: bool) -> bool:
         pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
                             cwd=str(ROOT), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as e:
-        raise BuildError(f"[{path.stem}] cell {e.cell_index} (execution count {e.exec_count}) failed: "
-                         f"{e.ename}: {e.evalue}\n(partial notebook: {out_nb})") from None
+        detail = error_cells(nbformat.read(out_nb, as_version=4)) if out_nb.exists() else []
+        raise BuildError(f"[{path.stem}] execution count {e.exec_count} failed: {e.ename}: {e.evalue}\n"
+                         + "\n".join(detail) + f"\n(partial notebook: {out_nb})") from None
     errs = error_cells(nbformat.read(out_nb, as_version=4))
     if errs:
         raise BuildError(f"[{path.stem}] error outputs in the executed notebook:\n  " + "\n  ".join(errs))
@@ -141,10 +147,10 @@ def render(full: bool) -> None:
     missing = [p.relative_to(ROOT) for p in toc_notebooks() if not p.exists()]
     if missing:
         raise BuildError(f"cannot render: not executed yet: {[str(m) for m in missing]} (run `make book`)")
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "-W", "-n", "--keep-going"]
     if full:
         cmd.append("--all")
-    print("rendering:", " ".join(cmd[2:]), flush=True)
+    print("rendering:", " ".join(cmd[1:]), flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     log = proc.stdout + proc.stderr

@@ -1,0 +1,98 @@
+"""The book pipeline fails loudly: error outputs, unknown parameters, missing parameters cell."""
+import importlib.util
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+bb = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bb)
+
+HEADER = textwrap.dedent('''\
+    # ---
+    # jupyter:
+    #   jupytext:
+    #     text_representation:
+    #       extension: .py
+    #       format_name: percent
+    # ---
+    ''')
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    for name, sub in [("ROOT", ""), ("CHAPTERS", "chapters"), ("GENERATED", "book/generated"),
+                      ("CACHE", "_build/exec-cache"), ("SOURCES", "_build/sources")]:
+        monkeypatch.setattr(bb, name, tmp_path / sub)
+    (tmp_path / "chapters").mkdir()
+    return tmp_path
+
+
+def write(sandbox, name, body):
+    p = sandbox / "chapters" / name
+    p.write_text(HEADER + textwrap.dedent(body))
+    return p
+
+
+PARAMS = {"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu"}
+
+
+def test_error_cells_names_cell_and_error():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x = 1\n1 / 0")
+    cell.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero",
+                                           traceback=["\x1b[31mZeroDivisionError\x1b[0m"])]
+    nb.cells = [nbformat.v4.new_code_cell("ok = 1"), cell]
+    (msg,) = bb.error_cells(nb)
+    assert "cell 1" in msg and "ZeroDivisionError" in msg and "x = 1" in msg and "\x1b" not in msg
+
+
+def test_unknown_parameter_is_rejected_before_execution(sandbox):
+    p = write(sandbox, "01_x.py", '''
+        # %% tags=["parameters"]
+        PROFILE = "quick"
+        SEED = 0
+        DEVICE = "auto"
+        ''')
+    with pytest.raises(bb.BuildError, match=r"unknown parameter\(s\) \['N_BOGUS'\]"):
+        bb.execute(p, {**PARAMS, "N_BOGUS": 3}, "h", force=True)
+
+
+def test_missing_parameters_cell_is_rejected(sandbox):
+    p = write(sandbox, "01_x.py", '''
+        # %%
+        PROFILE = "quick"
+        ''')
+    with pytest.raises(bb.BuildError, match="no cell tagged 'parameters'"):
+        bb.execute(p, PARAMS, "h", force=True)
+
+
+def test_failing_cell_fails_the_build_and_cache_skips_good_chapters(sandbox):
+    good = write(sandbox, "01_good.py", '''
+        # %% tags=["parameters"]
+        PROFILE = "quick"
+        SEED = 0
+        DEVICE = "auto"
+
+        # %%
+        answer = 6 * 7
+        ''')
+    bad = write(sandbox, "02_bad.py", '''
+        # %% tags=["parameters"]
+        PROFILE = "quick"
+        SEED = 0
+        DEVICE = "auto"
+
+        # %%
+        raise RuntimeError("the chapter is broken")
+        ''')
+    assert bb.execute(good, PARAMS, "h", force=False) is True
+    assert bb.execute(good, PARAMS, "h", force=False) is False          # cached: same source, params, library
+    assert bb.execute(good, {**PARAMS, "SEED": 1}, "h", force=False) is True  # new parameters re-execute
+    assert bb.execute(good, {**PARAMS, "SEED": 1}, "h2", force=False) is True  # library change re-executes
+    with pytest.raises(bb.BuildError, match=r"02_bad.*RuntimeError: the chapter is broken"):
+        bb.execute(bad, PARAMS, "h", force=False)
+    assert not (sandbox / "_build/exec-cache/02_bad.json").exists()

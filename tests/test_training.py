@@ -1,0 +1,165 @@
+"""The training loop and the equivariance monitor."""
+import copy
+
+import pytest
+import torch
+
+import equivlib as eq
+from equivlib.config import ParameterError, by_profile, check_parameters, resolve_device, seed_everything
+from equivlib.training import EquivarianceMonitor, float64_copy, masked_mse, rotation_augment, train
+
+
+class Tiny(torch.nn.Module):
+    """A small non-equivariant model over atoms: per-atom MLP on raw coordinates."""
+
+    def __init__(self, dtype=torch.float64):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, 16, dtype=dtype), torch.nn.Tanh(),
+                                       torch.nn.Linear(16, 3, dtype=dtype))
+
+    def forward(self, x, mask=None):
+        out = self.net(x)
+        return out if mask is None else out * mask[..., None]
+
+
+def toy_data(n=24, atoms=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, atoms, 3, generator=g, dtype=torch.float64)
+    y = x * x.norm(dim=-1, keepdim=True)  # an equivariant target
+    mask = torch.ones(n, atoms, dtype=torch.bool)
+    mask[::3, -1] = False
+    return x, y * mask[..., None], mask
+
+
+def run(seed=0, monitor=True, steps=15):
+    torch.manual_seed(seed)
+    model = Tiny()
+    x, y, m = toy_data()
+    mon = EquivarianceMonitor(model, x[:8], y[:8], eq.VectorAction(), every=5, extras={"mask": m[:8]},
+                              mask=m[:8], n_elements=4, seed=3) if monitor else None
+    log = train(model, {"x": x, "y": y, "mask": m}, steps=steps, batch_size=6,
+                forward=lambda mdl, b: mdl(b["x"], b["mask"]), loss=lambda p, b: masked_mse(p, b["y"], b["mask"]),
+                augment=rotation_augment("x", ("y",)), monitor=mon, generator=torch.Generator().manual_seed(seed),
+                progress=False)
+    return model, log, mon
+
+
+def test_masked_mse_matches_per_sample_definition():
+    x, y, m = toy_data()
+    p = torch.zeros_like(y)
+    manual = torch.stack([((y[b][m[b]]) ** 2).mean() for b in range(len(y))]).mean()
+    assert torch.allclose(masked_mse(p, y, m), manual, atol=1e-14)
+    with pytest.raises(ValueError, match="shape"):
+        masked_mse(p[:, :2], y, m)
+
+
+def test_monitor_equals_direct_computation():
+    model, _, mon = run()
+    rec = mon.records[-1]
+    x, y, m = toy_data()
+    # replay the monitor's generator: one sample per evaluation, so skip the earlier ones
+    g = torch.Generator().manual_seed(3)
+    for _ in range(len(mon.records)):
+        s = eq.sample_haar(4, batch=8, generator=g)
+    with torch.no_grad():
+        d = eq.decompose_model(model.eval(), x[:8], y[:8], s, eq.VectorAction(), mask=m[:8], extras={"mask": m[:8]})
+    assert rec["L_equiv"] == pytest.approx(float(d.L_equiv.mean()), rel=1e-12)
+    assert rec["percent"] == pytest.approx(d.percent, rel=1e-12)
+    assert [r["step"] for r in mon.records] == [0, 5, 10, 15]
+
+
+def test_monitor_does_not_change_the_run():
+    a, log_a, _ = run(monitor=True)
+    b, log_b, _ = run(monitor=False)
+    assert torch.equal(torch.tensor(log_a["loss"].values), torch.tensor(log_b["loss"].values))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_same_seed_same_numbers_and_other_seed_differs():
+    _, log1, mon1 = run(seed=1)
+    _, log2, mon2 = run(seed=1)
+    _, log3, _ = run(seed=2)
+    assert log1["loss"].tolist() == log2["loss"].tolist()
+    assert mon1.table().equals(mon2.table())
+    assert log1["loss"].tolist() != log3["loss"].tolist()
+
+
+def test_training_reduces_loss():
+    _, log, mon = run(steps=60)
+    assert log["loss"].iloc[-5:].mean() < log["loss"].iloc[:5].mean()
+    assert mon.records[-1]["L"] < mon.records[0]["L"]
+
+
+def test_monitor_grad_norms_add_up():
+    torch.manual_seed(0)
+    model = Tiny()
+    x, y, m = toy_data()
+    mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, extras={"mask": m}, mask=m,
+                              n_elements=4, grad_norms=True)
+    rec = mon.measure(0)
+    assert rec["grad_L_equiv"] > 0 and rec["grad_L_mean"] > 0
+    assert rec["grad_L"] <= rec["grad_L_mean"] + rec["grad_L_equiv"] + 1e-12
+    assert -1 <= rec["grad_cos_L_Lmean"] <= 1
+
+
+def test_monitor_evaluates_float32_models_in_float64():
+    torch.manual_seed(0)
+    model = Tiny(dtype=torch.float32)
+    x, y, m = toy_data()
+    mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3)
+    rec = mon.measure(0)
+    assert rec["L"] > 0 and next(model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="float64"):
+        EquivarianceMonitor(model, x.float(), y.float(), eq.VectorAction())
+
+
+def test_float64_copy_leaves_original():
+    model = Tiny(dtype=torch.float32)
+    c = float64_copy(model)
+    assert next(c.parameters()).dtype == torch.float64
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_rotation_augment_rotates_consistently():
+    x, y, m = toy_data()
+    out = rotation_augment("x", ("y",))({"x": x, "y": y}, torch.Generator().manual_seed(0))
+    # the target is an equivariant function of x, so it must still match after rotation
+    assert torch.allclose(out["y"] * m[..., None], (out["x"] * out["x"].norm(dim=-1, keepdim=True)) * m[..., None],
+                          atol=1e-12)
+    assert not torch.allclose(out["x"], x)
+
+
+def test_train_errors():
+    x, y, m = toy_data()
+    model = Tiny()
+    kw = dict(steps=1, batch_size=2, forward=lambda mdl, b: mdl(b["x"]), loss=lambda p, b: masked_mse(p, b["y"]),
+              progress=False)
+    with pytest.raises(ValueError, match="leading size"):
+        train(model, {"x": x, "y": y[:3]}, **kw)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(model, {"x": x, "y": y}, optimizer="lbfgs-ish", **kw)
+    with pytest.raises(FloatingPointError, match="loss became"):
+        train(model, {"x": x, "y": y * float("nan")}, **kw)
+    with pytest.raises(ValueError, match="every"):
+        EquivarianceMonitor(model, x, y, eq.VectorAction(), every=0)
+
+
+def test_config_parameters():
+    check_parameters({"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu"}, ["PROFILE", "SEED", "DEVICE"])
+    with pytest.raises(ParameterError, match="unknown parameter.*N_ROTATIONS"):
+        check_parameters({"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu", "N_ROTATIONS": 3},
+                         ["PROFILE", "SEED", "DEVICE"])
+    with pytest.raises(ParameterError, match="does not define"):
+        check_parameters({"PROFILE": "quick"}, ["PROFILE", "SEED"])
+    with pytest.raises(ParameterError, match="PROFILE"):
+        by_profile("medium", quick=1, full=2)
+    assert by_profile("full", quick=1, full=2) == 2
+    with pytest.raises(ParameterError, match="SEED"):
+        seed_everything(-1)
+    with pytest.raises(ParameterError, match="DEVICE"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no CUDA"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
