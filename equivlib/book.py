@@ -30,8 +30,8 @@ def glue(name: str, value, display: bool = False):
         from IPython.display import Markdown
 
         _glue(name, Markdown(value), display=display)
-        return value
+        return None
     _glue(name, value, display=display)
     if isinstance(value, Figure):
         plt.close(value)
-    return value
+    return None  # so that a glue call at the end of a cell displays nothing
