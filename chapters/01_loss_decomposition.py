@@ -472,7 +472,9 @@ glue("ch1-se-ratio-120", float(pairs.loc[120, "SE ratio (Haar / design)"]))
 glue("ch1-se-ratio-pct-24", float(pairs.loc[24, "SE ratio of percent"]))
 glue("ch1-scheme-reps", SIZES["scheme_reps"])
 glue("ch1-scheme-clusters", SIZES["scheme_clusters"])
-glue("ch1-design-table", pairs.style.format(precision=3))
+pairs.columns.name = None
+glue("ch1-design-table", pairs.style.format("{:.2e}", subset=["independent Haar", "rotated design ×2"])
+     .format("{:.2f}", subset=["SE ratio (Haar / design)", "SE ratio of percent"]))
 fig, axes = new_figure(1, width=5)
 ax = axes[0, 0]
 sns.stripplot(schemes.assign(kind=np.where(schemes["scheme"].str.startswith("Haar"), "Haar", "design")),
@@ -552,7 +554,9 @@ post = twirled_inference_study(student64, x_te, y_te, vec, inference,
                                extras={"mask": m_te}, mask=m_te)
 post = post.set_index("twirl")
 plain = post.loc["none"]
-glue("ch1-post-table", post[["inner_N", "cost_ratio", "L", "L_mean", "L_equiv", "percent"]].style.format(precision=4))
+glue("ch1-post-table", post[["inner_N", "cost_ratio", "L", "L_mean", "L_equiv", "percent"]].style
+     .format("{:.4f}", subset=["L", "L_mean"]).format("{:.2e}", subset=["L_equiv", "percent"])
+     .format("{:.1f}", subset=["cost_ratio"]))
 
 glue("ch1-post-plain-pct", float(plain["percent"]))
 glue("ch1-post-ico-pct", float(post.loc["icosahedral (60)", "percent"]))
