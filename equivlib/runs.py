@@ -1,0 +1,232 @@
+"""Training runs as cached artifacts keyed by their configuration.
+
+::
+
+    run = get_run(RunConfig("forces", steps=200, eval_every=20))
+    run.monitor            # the monitor table (percent vs step; flow: one row per (step, t))
+    run.log                # training loss per step
+    model = run.load_model(run.checkpoint_steps[-1])
+
+A run lives in ``{cache_dir}/{config.key}/`` as ``config.json``,
+``monitor.csv``, ``train_log.csv`` and ``checkpoints/step_{k}.pt`` (at a few
+log-spaced steps, including 0 and the last).  It is written to a temporary
+folder and renamed when complete; an entry with missing or unreadable files is
+retrained (with a logged warning).  Training is seeded by ``config.seed``
+(model initialisation, minibatches, augmentation and noise), so the same
+configuration gives the same numbers on the same device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .config import ParameterError, check_profile
+from .tasks import check_size, check_task, make_model, make_task
+from .training import train
+
+__all__ = ["RunConfig", "Run", "get_run", "checkpoint_steps"]
+
+log = logging.getLogger(__name__)
+_FILES = ("config.json", "monitor.csv", "train_log.csv")
+
+
+def checkpoint_steps(steps: int, n: int = 6) -> list[int]:
+    """``0`` and about ``n`` log-spaced steps up to ``steps`` (always included)."""
+    if steps < 0:
+        raise ParameterError(f"steps must be >= 0, got {steps}")
+    if steps == 0:
+        return [0]
+    pts = np.unique(np.round(np.geomspace(1, steps, n)).astype(int))
+    return sorted({0, steps, *(int(p) for p in pts)})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run.
+
+    ``extra`` holds keyword arguments of the task constructor (e.g.
+    ``{"method": "mmff"}``, ``{"grid_size": 16}``), plus optionally
+    ``"monitor"``: keyword arguments of ``task.monitor`` (``n_elements``,
+    ``scheme``, ``times``...) and ``"checkpoints"``: a list of steps.
+    ``augment=False`` trains without the random group elements.
+    """
+
+    task: str
+    model_size: str = "small"
+    profile: str = "quick"
+    seed: int = 0
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    eval_every: int = 20
+    augment: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_task(self.task)
+        check_size(self.model_size)
+        check_profile(self.profile)
+        for k in ("seed", "steps", "batch_size", "eval_every"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if k in ("seed", "steps") else 1):
+                raise ParameterError(f"RunConfig.{k} must be a {'non-negative' if k in ('seed', 'steps') else 'positive'}"
+                                     f" integer, got {v!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ParameterError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        try:
+            json.dumps(self.extra, sort_keys=True)
+        except TypeError as e:
+            raise ParameterError(f"RunConfig.extra must be JSON-serialisable: {e}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def key(self) -> str:
+        """``{task}-{size}-{profile}-s{seed}-{hash}``; the hash covers the config and equivlib's version."""
+        blob = json.dumps({"config": self.to_dict(), "equivlib": __version__}, sort_keys=True)
+        h = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return f"{self.task}-{self.model_size}-{self.profile}-s{self.seed}-{h}"
+
+    def checkpoints(self) -> list[int]:
+        steps = self.extra.get("checkpoints")
+        if steps is None:
+            return checkpoint_steps(self.steps)
+        return sorted({int(s) for s in steps if 0 <= int(s) <= self.steps})
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    path: Path
+    monitor: pd.DataFrame
+    log: pd.DataFrame
+    checkpoint_steps: list
+    trained: bool = False  # True when this call trained it (False: loaded from the cache)
+    device: torch.device = torch.device("cpu")
+
+    def load_model(self, step: int | None = None, device=None) -> torch.nn.Module:
+        """The model at checkpoint ``step`` (default: the last), in eval mode."""
+        step = self.checkpoint_steps[-1] if step is None else int(step)
+        if step not in self.checkpoint_steps:
+            raise ParameterError(f"no checkpoint at step {step}; have {self.checkpoint_steps}")
+        device = self.device if device is None else torch.device(device)
+        model = make_model(self.config.task, self.config.model_size, device=device)
+        state = torch.load(self.path / "checkpoints" / f"step_{step}.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state)
+        return model.eval()
+
+
+class _Checkpointing:
+    """Wraps a monitor: saves ``model.state_dict()`` at the given steps, then delegates."""
+
+    def __init__(self, monitor, model, steps, folder: Path):
+        self.monitor, self.model, self.steps, self.folder = monitor, model, set(steps), folder
+
+    def __call__(self, step: int):
+        if step in self.steps:
+            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            torch.save(state, self.folder / f"step_{step}.pt")
+        return self.monitor(step)
+
+    @property
+    def seconds(self) -> float:
+        return self.monitor.seconds
+
+
+def _load(config: RunConfig, path: Path, device) -> Run:
+    """Load a complete cache entry; raise on anything missing or unreadable."""
+    for f in _FILES:
+        if not (path / f).is_file():
+            raise FileNotFoundError(f"missing {f}")
+    stored = json.loads((path / "config.json").read_text())
+    if stored.get("config") != json.loads(json.dumps(config.to_dict())):
+        raise ValueError("config.json does not match the requested configuration")
+    steps = config.checkpoints()
+    if stored.get("checkpoint_steps") != steps:
+        raise ValueError("checkpoint steps differ")
+    for s in steps:
+        torch.load(path / "checkpoints" / f"step_{s}.pt", map_location="cpu", weights_only=True)
+    monitor = pd.read_csv(path / "monitor.csv")
+    train_log = pd.read_csv(path / "train_log.csv")
+    if monitor.empty or "percent" not in monitor or int(monitor["step"].max()) != _last_eval(config):
+        raise ValueError("monitor.csv is incomplete")
+    if len(train_log) != config.steps:
+        raise ValueError("train_log.csv is incomplete")
+    return Run(config, path, monitor, train_log, steps, trained=False, device=device)
+
+
+def _last_eval(config: RunConfig) -> int:
+    return config.steps - config.steps % config.eval_every
+
+
+def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    (tmp / "checkpoints").mkdir(parents=True)
+    try:
+        extra = dict(config.extra)
+        mon_kw = dict(extra.pop("monitor", {}) or {})
+        extra.pop("checkpoints", None)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            task = make_task(config.task, config.profile, config.seed, device=device, **extra)
+            model = task.make_model(config.model_size, device=device)
+            monitor = task.monitor(model, config.eval_every, **mon_kw)
+            steps = config.checkpoints()
+            t0 = time.perf_counter()
+            train_log = train(model, task.data, steps=config.steps, batch_size=config.batch_size,
+                              forward=task.forward, loss=task.loss, optimizer=config.optimizer, lr=config.lr,
+                              augment=task.batch_transform(config.augment),
+                              monitor=_Checkpointing(monitor, model, steps, tmp / "checkpoints"),
+                              generator=torch.Generator().manual_seed(config.seed), progress=progress,
+                              desc=config.key)
+        monitor.to_csv(tmp / "monitor.csv")
+        train_log.to_csv(tmp / "train_log.csv", index=False)
+        info = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in task.info.items()}
+        (tmp / "config.json").write_text(json.dumps({
+            "config": config.to_dict(), "key": config.key, "equivlib": __version__, "torch": torch.__version__,
+            "device": str(device), "checkpoint_steps": steps, "task_info": info,
+            "seconds": time.perf_counter() - t0, "train_seconds": train_log.attrs.get("seconds"),
+            "monitor_seconds": train_log.attrs.get("monitor_seconds")}, indent=1, sort_keys=True, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def get_run(config: RunConfig, cache_dir="_build/runs", force: bool = False, progress: bool = True,
+            device=None) -> Run:
+    """The run of ``config``: loaded from ``cache_dir`` or trained (and cached).
+
+    ``force`` retrains even if cached.  ``device`` (default CPU) is not part
+    of the key.
+    """
+    if not isinstance(config, RunConfig):
+        raise ParameterError(f"get_run needs a RunConfig, got {type(config).__name__}")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    path = Path(cache_dir) / config.key
+    if path.exists() and not force:
+        try:
+            return _load(config, path, device)
+        except Exception as e:  # noqa: BLE001 - any damage means: retrain
+            log.warning("run cache entry %s is corrupt or partial (%s: %s); retraining", path, type(e).__name__, e)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _train(config, path, device, progress)
+    run = _load(config, path, device)
+    run.trained = True
+    return run

@@ -1,0 +1,354 @@
+"""The three tasks of chapter 2 as data + model + loss + augmentation + monitor set-ups.
+
+A :class:`Task` bundles everything :func:`equivlib.training.train` and
+:class:`equivlib.training.EquivarianceMonitor` need::
+
+    task = forces_task("quick", seed=0)
+    model = task.make_model("small")
+    monitor = task.monitor(model, every=20)
+    log = train(model, task.data, steps=200, batch_size=8, forward=task.forward, loss=task.loss,
+                augment=task.batch_transform(augment=True), monitor=monitor)
+
+Every training step goes through ``prepare`` (e.g. voxelize), then the random
+group element (``augment``, only when augmenting), then ``corrupt`` (noise for
+flow matching and denoising).  The noise laws are isotropic, so augmenting the
+clean data before noising is the same as augmenting the model's input/target pair.
+
+Tasks
+-----
+* ``forces`` — :class:`~equivlib.models.EScAIPForceField` on GFN2-xTB forces
+  (forces divided by their training standard deviation, ``task.info["force_scale"]``);
+  one Haar rotation per conformer; monitor: 16 Haar rotations per held-out conformer.
+* ``flow`` — :class:`~equivlib.models.FlowTransformer` flow matching on C-alpha
+  traces in nm; the monitor evaluates fixed times ``t`` (default
+  :data:`~equivlib.models.FLOW_TIMES`) with seeded noise, one table row per
+  ``(step, t)``.
+* ``voxels`` — :class:`~equivlib.models.UNet3D` denoiser of Gaussian atom-type
+  densities; augmentation is a random rotation of the cube group; monitor: the
+  24 elements exhaustively (or ``scheme="finite"`` random subsets).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from .config import ParameterError, check_profile
+from .groups import Action, VectorAction, VoxelAction, cube_group, haar_so3
+from .models import FLOW_TIMES, EScAIPForceField, FlowTransformer, UNet3D, flow_matching_batch, noisy_voxels
+from .training import EquivarianceMonitor, masked_mse, rotation_augment
+
+__all__ = ["TASKS", "MODEL_SIZES", "HeldOut", "Task", "MonitorGroup", "make_model", "make_task",
+           "forces_task", "flow_task", "voxel_task"]
+
+TASKS = ("forces", "flow", "voxels")
+MODEL_SIZES = ("small", "base")
+
+_MODEL_KWARGS = {
+    "forces": {"small": dict(d_model=16, n_layers=1, n_heads=2, n_rbf=8),
+               "base": dict(d_model=64, n_layers=3, n_heads=4, n_rbf=16)},
+    "flow": {"small": dict(d_model=32, n_heads=4, n_layers=2),
+             "base": dict(d_model=128, n_heads=8, n_layers=4)},
+    "voxels": {"small": dict(base_channels=4, levels=2),
+               "base": dict(base_channels=16, levels=3)},
+}
+FLOW_MAX_LEN = 512
+
+
+def check_task(name: str) -> str:
+    if name not in TASKS:
+        raise ParameterError(f"unknown task {name!r}; use one of {TASKS}")
+    return name
+
+
+def check_size(size: str) -> str:
+    if size not in MODEL_SIZES:
+        raise ParameterError(f"unknown model size {size!r}; use one of {MODEL_SIZES}")
+    return size
+
+
+def make_model(task: str, size: str = "small", dtype: torch.dtype = torch.float32, device=None) -> torch.nn.Module:
+    """A fresh model for ``task`` (parameters from torch's global generator: seed it first)."""
+    kw = dict(_MODEL_KWARGS[check_task(task)][check_size(size)], dtype=dtype, device=device)
+    if task == "forces":
+        return EScAIPForceField(**kw)
+    if task == "flow":
+        return FlowTransformer(max_len=FLOW_MAX_LEN, **kw)
+    return UNet3D(in_channels=6, **kw)
+
+
+@dataclass
+class HeldOut:
+    """Held-out inputs ``x``, targets ``y`` (float64), output ``mask`` and extra model inputs."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class MonitorGroup:
+    """Several :class:`EquivarianceMonitor` run as one (same interface for :func:`train`).
+
+    Each member carries its own ``tag`` (e.g. ``{"t": 0.5}``); :meth:`table`
+    stacks their records.
+    """
+
+    def __init__(self, monitors: Sequence[EquivarianceMonitor]):
+        if not monitors:
+            raise ValueError("MonitorGroup needs at least one monitor")
+        self.monitors = list(monitors)
+
+    def __call__(self, step: int):
+        recs = [m(step) for m in self.monitors]
+        return None if all(r is None for r in recs) else recs
+
+    def measure(self, step: int):
+        return [m.measure(step) for m in self.monitors]
+
+    @property
+    def seconds(self) -> float:
+        return sum(m.seconds for m in self.monitors)
+
+    @property
+    def records(self) -> list[dict]:
+        return [r for m in self.monitors for r in m.records]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records).sort_values(["step"], kind="stable").reset_index(drop=True)
+
+    def to_csv(self, path) -> None:
+        self.table().to_csv(path, index=False)
+
+
+def _identity(batch, generator):
+    return batch
+
+
+@dataclass
+class Task:
+    """One learning task; see the module docstring.
+
+    ``data`` is a dict of tensors with a common leading size (what
+    :func:`train` samples minibatches from); ``heldout`` the monitor's set;
+    ``monitor_spec`` the default keyword arguments of the monitor.
+    """
+
+    name: str
+    profile: str
+    seed: int
+    data: dict
+    heldout: HeldOut
+    action: Action
+    forward: Callable
+    loss: Callable
+    augment: Callable
+    prepare: Callable = _identity
+    corrupt: Callable = _identity
+    monitor_spec: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    heldout_at: Callable | None = None  # flow only: t -> HeldOut
+    times: tuple = ()
+
+    def make_model(self, size: str = "small", dtype: torch.dtype = torch.float32, device=None) -> torch.nn.Module:
+        device = self.info.get("device") if device is None else device
+        return make_model(self.name, size, dtype, device)
+
+    def batch_transform(self, augment: bool = True) -> Callable:
+        """``(batch, generator) -> batch`` for :func:`train`: prepare, (augment), corrupt."""
+        def transform(batch, generator):
+            batch = self.prepare(batch, generator)
+            if augment:
+                batch = self.augment(batch, generator)
+            return self.corrupt(batch, generator)
+        return transform
+
+    def flow_heldout(self, t: float) -> HeldOut:
+        if self.heldout_at is None:
+            raise ParameterError(f"task {self.name!r} has no flow times")
+        return self.heldout_at(float(t))
+
+    def _one_monitor(self, model, every, held: HeldOut, tag=None, **kw) -> EquivarianceMonitor:
+        spec = {**self.monitor_spec, **kw}
+        if spec.get("scheme") in ("finite", "exhaustive", "design") and spec.get("group") is None:
+            spec["group"] = cube_group(device=held.x.device) if self.name == "voxels" else None
+        spec.setdefault("seed", self.seed)
+        return EquivarianceMonitor(model, held.x, held.y, self.action, every=every, extras=held.extras,
+                                   mask=held.mask, tag=tag, **spec)
+
+    def monitor(self, model, every: int, *, times: Sequence[float] | None = None, **kw):
+        """The held-out monitor.  Flow: a :class:`MonitorGroup`, one member per time in ``times``."""
+        if self.name == "flow":
+            times = self.times if times is None else tuple(times)
+            return MonitorGroup([self._one_monitor(model, every, self.flow_heldout(t), tag={"t": float(t)}, **kw)
+                                 for t in times])
+        if times is not None:
+            raise ParameterError(f"times only apply to the flow task, not {self.name!r}")
+        return self._one_monitor(model, every, self.heldout, **kw)
+
+
+def _device(device):
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor:
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+# --------------------------------------------------------------------------- forces
+def forces_task(profile: str = "quick", seed: int = 0, method: str = "gfn2", device=None, *,
+                n_heldout: int | None = None) -> Task:
+    """Force-field regression (see module docstring).  ``n_heldout`` caps the monitor's conformers."""
+    from .data.forces import load_forces
+
+    check_profile(profile)
+    dev = _device(device)
+    train_b = load_forces(profile, seed, "train", method=method)
+    test_b = load_forces(profile, seed, "test", method=method)
+    scale = float(train_b.forces[train_b.mask].std())
+    data = {"positions": train_b.positions.to(dev), "forces": (train_b.forces / scale).to(dev),
+            "mask": train_b.mask.to(dev), "species": train_b.species.to(dev)}
+    n_heldout = n_heldout if n_heldout is not None else (16 if profile == "quick" else 256)
+    idx = _subset(len(test_b), n_heldout, seed)
+    t = test_b[idx].to(device=dev, dtype=torch.float64)
+    held = HeldOut(t.positions, t.forces / scale, t.mask, {"mask": t.mask, "species": t.species})
+
+    def forward(model, batch):
+        return model(batch["positions"], mask=batch["mask"], species=batch["species"])
+
+    def loss(pred, batch):
+        return masked_mse(pred, batch["forces"], batch["mask"])
+
+    return Task("forces", profile, seed, data, held, VectorAction(), forward, loss,
+                augment=rotation_augment("positions", ("forces",)),
+                monitor_spec={"scheme": "haar", "n_elements": 16},
+                info={"force_scale": scale, "method": method, "units": "forces / force_scale (eV/Å)",
+                      "n_train": len(train_b), "n_heldout": len(idx), "device": dev})
+
+
+# --------------------------------------------------------------------------- flow matching
+def _crop_chains(positions: torch.Tensor, mask: torch.Tensor, max_residues: int | None):
+    """First ``max_residues`` residues of each chain, recentred on their centroid."""
+    if max_residues is None or positions.shape[1] <= max_residues:
+        return positions, mask
+    p, m = positions[:, :max_residues].clone(), mask[:, :max_residues].clone()
+    w = m[..., None].to(p.dtype)
+    p = (p - (p * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)) * w
+    return p, m
+
+
+def flow_task(profile: str = "quick", seed: int = 0, t: Sequence[float] | None = None, device=None, *,
+              max_residues: int | None = None, n_heldout: int | None = None) -> Task:
+    """Flow matching on C-alpha traces (nm).  ``t``: the monitor's fixed times (default FLOW_TIMES).
+
+    ``max_residues`` crops chains to their first residues (quick default 64)
+    to keep CPU runs short.
+    """
+    from .data.proteins import load_backbones
+
+    check_profile(profile)
+    dev = _device(device)
+    times = tuple(float(x) for x in (FLOW_TIMES if t is None else t))
+    if not times or any(not 0.0 <= x <= 1.0 for x in times):
+        raise ParameterError(f"flow times must be a non-empty list in [0, 1], got {t!r}")
+    max_residues = max_residues if max_residues is not None else (64 if profile == "quick" else None)
+    tr = load_backbones(profile, seed, "train", max_length=FLOW_MAX_LEN)
+    te = load_backbones(profile, seed, "test", max_length=FLOW_MAX_LEN)
+    x1, m1 = _crop_chains(tr.positions / 10.0, tr.mask, max_residues)
+    data = {"x1": x1.to(dev), "mask": m1.to(dev)}
+    idx = _subset(len(te), n_heldout, seed)
+    hx1, hm = _crop_chains(te.positions[idx].to(torch.float64) / 10.0, te.mask[idx], max_residues)
+    hx1, hm = hx1.to(dev), hm.to(dev)
+    noise_seed = 10_000 + seed
+
+    def heldout_at(time: float) -> HeldOut:
+        gen = torch.Generator().manual_seed(noise_seed)  # the same noise at every t
+        x_t, tt, v = flow_matching_batch(hx1, hm, gen, t=time)
+        return HeldOut(x_t, v, hm, {"t": tt, "mask": hm})
+
+    all_t = [heldout_at(x) for x in times]
+    held = HeldOut(torch.cat([h.x for h in all_t]), torch.cat([h.y for h in all_t]),
+                   torch.cat([h.mask for h in all_t]),
+                   {k: torch.cat([h.extras[k] for h in all_t]) for k in ("t", "mask")})
+
+    def corrupt(batch, generator):
+        x_t, tt, v = flow_matching_batch(batch["x1"], batch["mask"], generator)
+        return {**batch, "x_t": x_t, "t": tt, "v": v}
+
+    def forward(model, batch):
+        return model(batch["x_t"], batch["t"], batch["mask"])
+
+    def loss(pred, batch):
+        return masked_mse(pred, batch["v"], batch["mask"])
+
+    return Task("flow", profile, seed, data, held, VectorAction(), forward, loss,
+                augment=rotation_augment("x1", ()), corrupt=corrupt,
+                monitor_spec={"scheme": "haar", "n_elements": 16},
+                info={"units": "nm", "max_residues": max_residues, "n_train": len(tr), "n_heldout": len(idx),
+                      "noise_seed": noise_seed, "device": dev},
+                heldout_at=heldout_at, times=times)
+
+
+# --------------------------------------------------------------------------- voxels
+def voxel_task(profile: str = "quick", seed: int = 0, grid_size: int | None = None, device=None, *,
+               resolution: float | None = None, density_sigma: float | None = None, noise: float = 0.5,
+               n_heldout: int | None = None) -> Task:
+    """Denoising Gaussian atom-type densities with a 3D U-Net (see module docstring).
+
+    Quick: 16³ grids at 1 Å (molecules reach ~7.2 Å); full: 48³ at 0.5 Å.
+    Training grids are voxelized per minibatch; the held-out grids and their
+    noise (seeded) are fixed.
+    """
+    from .data.voxels import load_voxel_molecules, voxelize
+
+    check_profile(profile)
+    dev = _device(device)
+    grid_size = grid_size if grid_size is not None else (16 if profile == "quick" else 48)
+    resolution = resolution if resolution is not None else (16.0 / grid_size if profile == "quick" else 0.5)
+    density_sigma = density_sigma if density_sigma is not None else max(0.5, resolution)
+    tr = load_voxel_molecules(profile, seed, "train")
+    te = load_voxel_molecules(profile, seed, "test")
+    vox = dict(grid_size=grid_size, resolution=resolution, sigma=density_sigma)
+    data = {"positions": tr.positions.to(dev), "species": tr.species.to(dev), "mask": tr.mask.to(dev)}
+    n_heldout = n_heldout if n_heldout is not None else (8 if profile == "quick" else 64)
+    te = te[_subset(len(te), n_heldout, seed)].to(device=dev, dtype=torch.float64)
+    clean = voxelize(te.positions, te.species, mask=te.mask, **vox)
+    noisy = noisy_voxels(clean, noise, torch.Generator().manual_seed(10_000 + seed))
+    held = HeldOut(noisy, clean)
+    group = cube_group()
+    action = VoxelAction()
+
+    def prepare(batch, generator):
+        return {**batch, "clean": voxelize(batch["positions"], batch["species"], mask=batch["mask"], **vox)}
+
+    def augment(batch, generator):
+        c = batch["clean"]
+        g = group[torch.randint(len(group), (c.shape[0],), generator=generator)].to(dtype=c.dtype, device=c.device)
+        return {**batch, "clean": action.apply(g[None], c)[0]}
+
+    def corrupt(batch, generator):
+        return {**batch, "noisy": noisy_voxels(batch["clean"], noise, generator)}
+
+    def forward(model, batch):
+        return model(batch["noisy"])
+
+    def loss(pred, batch):
+        return masked_mse(pred, batch["clean"])
+
+    return Task("voxels", profile, seed, data, held, action, forward, loss, augment=augment,
+                prepare=prepare, corrupt=corrupt, monitor_spec={"scheme": "exhaustive", "n_elements": 24},
+                info={**vox, "noise": noise, "n_train": len(tr), "n_heldout": len(te), "device": dev})
+
+
+_BUILDERS = {"forces": forces_task, "flow": flow_task, "voxels": voxel_task}
+
+
+def make_task(name: str, profile: str = "quick", seed: int = 0, device=None, **kwargs) -> Task:
+    """Build task ``name`` (one of :data:`TASKS`); ``kwargs`` go to its constructor."""
+    check_task(name)
+    check_profile(profile)
+    return _BUILDERS[name](profile, seed, device=device, **kwargs)
