@@ -308,6 +308,15 @@ class GroupSample:
             e = e.to(dtype)
         return GroupSample(e, self.scheme)
 
+    def check_for(self, action: "Action") -> None:
+        """Validate the elements for ``action`` once per sample (samples are immutable)."""
+        key = (type(action), tuple(action.element_shape))
+        checked = self.__dict__.setdefault("_checked", set())
+        if key not in checked:
+            e = self.elements
+            action.check_elements(e.reshape(e.shape[0] * e.shape[1], *e.shape[2:]))
+            checked.add(key)
+
     def subset(self, blocks: torch.Tensor) -> "GroupSample":
         """Keep blocks ``blocks`` (indices along K); used by bootstraps."""
         return GroupSample(self.elements[blocks], self.scheme)
