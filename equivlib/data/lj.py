@@ -97,7 +97,8 @@ class AtomsBatch:
         return self.positions.device
 
 
-def _check_positions_mask(positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def check_positions_mask(positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Validate ``positions (B, A, 3)`` (float) and ``mask (B, A) bool``; return the mask (all True if None)."""
     if not isinstance(positions, torch.Tensor):
         raise TypeError(f"positions must be a torch.Tensor, got {type(positions).__name__}")
     if positions.ndim != 3 or positions.shape[-1] != 3:
@@ -139,7 +140,7 @@ def lennard_jones_forces(
     forces : torch.Tensor, shape (B, A, 3)
         :math:`-\\partial E / \\partial x_i`; exactly zero at padded atoms.
     """
-    mask = _check_positions_mask(positions, mask)
+    mask = check_positions_mask(positions, mask)
     if not (epsilon > 0 and sigma > 0):
         raise ValueError(f"epsilon and sigma must be positive, got epsilon={epsilon}, sigma={sigma}")
     B, A, _ = positions.shape

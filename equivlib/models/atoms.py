@@ -28,25 +28,17 @@ from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import FullyConnectedNet, Gate
 
+from ..data.lj import check_positions_mask
+
 __all__ = ["MLPForceField", "AtomTransformer", "E3ForceField", "check_inputs"]
 
 
 def check_inputs(positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Validate ``positions (B, A, 3)`` and ``mask (B, A) bool``; return the mask.
 
-    ``mask=None`` means every atom is real.
+    ``mask=None`` means every atom is real.  Same checks as the data loaders.
     """
-    if not isinstance(positions, torch.Tensor) or positions.ndim != 3 or positions.shape[-1] != 3:
-        shape = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
-        raise ValueError(f"positions must have shape (B, A, 3), got {shape}")
-    B, A, _ = positions.shape
-    if mask is None:
-        return torch.ones(B, A, dtype=torch.bool, device=positions.device)
-    if tuple(mask.shape) != (B, A):
-        raise ValueError(f"mask must have shape (B, A) = {(B, A)}, got {tuple(mask.shape)}")
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
-    return mask
+    return check_positions_mask(positions, mask)
 
 
 def _zero_padded(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
