@@ -92,7 +92,14 @@ def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str]) -> tuple[t
     Returns ``(device, generator)``.
     """
     known = set(known) | {"PROFILE", "SEED", "DEVICE"}
-    check_parameters(namespace, known)
+    if namespace.get("_equivlib_setup_done"):
+        # re-run in the same kernel (interactive use): the chapter's own UPPER_CASE
+        # constants now exist too, so only the declared parameters are checked
+        check_parameters({k: namespace[k] for k in known if k in namespace}, known)
+    else:
+        check_parameters(namespace, known)
+        if isinstance(namespace, dict):
+            namespace["_equivlib_setup_done"] = True
     check_profile(namespace["PROFILE"])
     generator = seed_everything(namespace["SEED"])
     device = resolve_device(namespace["DEVICE"])

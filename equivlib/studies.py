@@ -102,7 +102,7 @@ def twirled_inference_study(
     y: torch.Tensor,
     action: Action,
     inference_samplers: Mapping[str, Callable[[int, torch.device], GroupSample]],
-    eval_sampler: Callable[[int, torch.generator], GroupSample],
+    eval_sampler: Callable[[int, torch.Generator], GroupSample],
     *,
     generator: torch.Generator,
     extras: Mapping[str, torch.Tensor] | None = None,

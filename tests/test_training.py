@@ -163,3 +163,18 @@ def test_config_parameters():
         with pytest.raises(ParameterError, match="no CUDA"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_chapter_setup_rejects_injected_names_but_allows_interactive_reruns():
+    from equivlib.config import chapter_setup
+
+    ns = {"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu", "N_GRID": [2, 4], "BOGUS": 1}
+    with pytest.raises(ParameterError, match="BOGUS"):
+        chapter_setup(ns, known=["N_GRID"])
+    ns.pop("BOGUS")
+    chapter_setup(ns, known=["N_GRID"])
+    ns["SIZES"] = {"n": 1}  # a constant the chapter defines after the setup cell
+    chapter_setup(ns, known=["N_GRID"])  # re-running the setup cell in the same kernel
+    ns["PROFILE"] = "huge"
+    with pytest.raises(ParameterError, match="PROFILE"):
+        chapter_setup(ns, known=["N_GRID"])
