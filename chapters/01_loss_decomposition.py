@@ -56,6 +56,8 @@ SIZES = by_profile(
 DTYPE = torch.float64        # every equivariance measurement in this chapter is in float64
 TRAIN_DTYPE = torch.float32  # training runs in float32, as it would in practice
 TOL = 1e-10             # stated tolerance for identities that hold exactly
+N_MEASURE = 16          # Haar rotations per cluster for the identity check and the monitor
+N_POST_EVAL = 8         # Haar rotations per cluster that score the twirled models
 set_style()
 glue("ch1-device", str(device))
 glue("ch1-profile", PROFILE)
@@ -242,6 +244,8 @@ glue("ch1-atoms-min", SIZES["atoms"][0])
 glue("ch1-atoms-max", SIZES["atoms"][1])
 glue("ch1-force-scale", float(force_scale))
 glue("ch1-relax", RELAX_STEPS)
+glue("ch1-n-measure", N_MEASURE)
+glue("ch1-n-post-eval", N_POST_EVAL)
 
 # %% [markdown]
 # The training set has {glue:text}`ch1-n-train` clusters and the held-out set
@@ -254,7 +258,7 @@ glue("ch1-relax", RELAX_STEPS)
 # coordinates, a small transformer over atoms whose input is the raw coordinates (so it
 # respects permutations but not rotations), and an e3nn message-passing network that is
 # exactly rotation-equivariant by construction {cite}`geiger2022e3nn`. We compute the three
-# terms of {eq}`eq-mse-split` *independently* from 16 Haar rotations per cluster, in float64,
+# terms of {eq}`eq-mse-split` *independently* from {glue:text}`ch1-n-measure` Haar rotations per cluster, in float64,
 # and check the identity and the equivariance of the e3nn model.
 
 # %% tags=["hide-input"]
@@ -270,7 +274,7 @@ models = make_models()
 fwd = lambda m, b: m(b["x"], b["mask"])  # noqa: E731  every model takes (positions, mask)
 identity_rows = []
 with torch.no_grad():
-    s16 = eq.sample_haar(16, batch=len(x_te), generator=gen, device=device)
+    s16 = eq.sample_haar(N_MEASURE, batch=len(x_te), generator=gen, device=device)
     for name, model in models.items():
         model.eval()
         d = eq.decompose_model(model, x_te, y_te, s16, vec, mask=m_te, extras={"mask": m_te}, estimator="plugin")
@@ -317,7 +321,7 @@ glue("ch1-identity-table", identity.style.format(precision=3, thousands=","))
 torch.manual_seed(SEED)
 student = AtomTransformer(d_model=SIZES["d_model"], n_layers=SIZES["layers"], dtype=TRAIN_DTYPE, device=device)
 monitor = EquivarianceMonitor(student, x_te, y_te, vec, every=SIZES["eval_every"], at=[1, 2, 5, 10, 20],
-                              extras={"mask": m_te}, mask=m_te, n_elements=16, seed=SEED)
+                              extras={"mask": m_te}, mask=m_te, n_elements=N_MEASURE, seed=SEED)
 log = train(student, train_data, steps=SIZES["steps"], batch_size=SIZES["batch"], forward=fwd,
             loss=lambda p, b: masked_mse(p, b["y"], b["mask"]), augment=rotation_augment("x", ("y",)),
             monitor=monitor, lr=1e-3, generator=gen, desc="transformer")
@@ -520,7 +524,7 @@ def log_cosh(z, y):
 
 
 with torch.no_grad():
-    s_gen = eq.sample_haar(16, batch=len(x_te), generator=gen, device=device)
+    s_gen = eq.sample_haar(N_MEASURE, batch=len(x_te), generator=gen, device=device)
     Z16 = eq.twisted_predictions(student64, x_te, s_gen, vec, extras={"mask": m_te})
 dl = eq.decompose_general(Z16, y_te, log_cosh, s_gen, estimator="plugin")
 assert (dl.L_equiv >= -TOL).all(), "Jensen violated for a convex loss"
@@ -550,7 +554,7 @@ inference = {
     "icosahedral (60)": lambda B, dev: eq.sample_design(eq.icosahedral_group(), 1, batch=B, generator=inner, device=dev),
 }
 post = twirled_inference_study(student64, x_te, y_te, vec, inference,
-                               lambda B, g: eq.sample_haar(8, batch=B, generator=g), generator=gen,
+                               lambda B, g: eq.sample_haar(N_POST_EVAL, batch=B, generator=g), generator=gen,
                                extras={"mask": m_te}, mask=m_te)
 post = post.set_index("twirl")
 plain = post.loc["none"]
@@ -571,7 +575,7 @@ glue("ch1-post-tet-pct", float(post.loc["tetrahedral (12)", "percent"]))
 #
 # Twirled post-processing of the trained transformer: the inner sample used at inference,
 # its cost relative to one forward pass, and the decomposition of the resulting model
-# (measured with 8 fresh Haar rotations per cluster).
+# (measured with {glue:text}`ch1-n-post-eval` fresh Haar rotations per cluster).
 # ```
 #
 # The plain model spends {glue:text}`ch1-post-plain-pct:.2f`% of its loss on equivariance
