@@ -1,8 +1,22 @@
-"""Shared pytest fixtures (fixtures only: every test module may use them)."""
+"""Shared pytest fixtures, and one plain helper (``random_rotation``) imported by test modules."""
 from __future__ import annotations
 
 import pytest
 import torch
+
+def random_rotation(seed: int) -> torch.Tensor:
+    """Haar-random rotation (det +1) in float64 from a seeded QR with sign fix.
+
+    Deliberately independent of ``equivlib.groups`` so that model and data tests
+    do not rely on the code they would be checking.
+    """
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
 
 _TOLERANCES = {torch.float64: 1e-10, torch.float32: 1e-5}
 

@@ -3,20 +3,13 @@ import math
 
 import pytest
 import torch
+from conftest import random_rotation
 
 from equivlib.data import AtomsBatch, lennard_jones_clusters, lennard_jones_forces
 
 TOL64 = 1e-10
 
 
-def random_rotation(seed: int) -> torch.Tensor:
-    """Haar-random rotation (det +1) in float64 from a seeded QR with sign fix."""
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import functools
 
 import pytest
 import torch
+from conftest import random_rotation
 
 from equivlib.data import lennard_jones_clusters
 from equivlib.models import AtomTransformer, E3ForceField, MLPForceField
@@ -14,14 +15,6 @@ A_MAX = 10
 TOL_EQUIV64 = 1e-12
 
 
-def random_rotation(seed: int) -> torch.Tensor:
-    """Haar-random rotation (det +1) in float64 from a seeded QR with sign fix."""
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def make(name: str, dtype=torch.float64, seed: int = 0):
