@@ -14,6 +14,7 @@ from .groups import (
 from .twirl import Decomposition, TwirledModel, bootstrap_se, decompose, decompose_general, decompose_model, \
     twirl as twirled_prediction, twisted_predictions
 from .training import EquivarianceMonitor, masked_mse, train
+from .latents import LatentSimilarity, latent_similarity
 
 __all__ = [
     "config", "groups", "twirl", "GroupSample", "VectorAction", "VoxelAction", "IrrepsAction",
@@ -21,5 +22,6 @@ __all__ = [
     "cube_group", "cube_subset16", "tetrahedral_group", "octahedral_group", "icosahedral_group",
     "symmetric_group", "Decomposition", "TwirledModel", "bootstrap_se", "decompose", "decompose_general",
     "decompose_model", "twirled_prediction", "twisted_predictions", "EquivarianceMonitor", "masked_mse", "train",
+    "LatentSimilarity", "latent_similarity",
 ]
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ configuration gives the same numbers on the same device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -33,13 +34,24 @@ import torch
 
 from . import __version__
 from .config import ParameterError, check_profile
-from .tasks import check_size, check_task, make_model, make_task
+from .tasks import check_arch, check_size, check_task, make_model, make_task
 from .training import train
 
 __all__ = ["RunConfig", "Run", "get_run", "checkpoint_steps"]
 
 log = logging.getLogger(__name__)
 _FILES = ("config.json", "monitor.csv", "train_log.csv")
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """SHA-256 of equivlib's ``*.py`` files (paths and contents), computed once per process."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def checkpoint_steps(steps: int, n: int = 6) -> list[int]:
@@ -61,6 +73,14 @@ class RunConfig:
     ``"monitor"``: keyword arguments of ``task.monitor`` (``n_elements``,
     ``scheme``, ``times``...) and ``"checkpoints"``: a list of steps.
     ``augment=False`` trains without the random group elements.
+    ``eval_every`` (default 500) is the monitor's regular interval; one
+    evaluation costs about 15-25 training steps of the quick tasks (a float64
+    pass over held-out samples x group elements), so 500 keeps the monitor
+    under 5 % of training time.  Add log-spaced steps through
+    ``extra["monitor"]["at"]`` to resolve the early dip.
+    ``arch`` picks the architecture (:data:`equivlib.tasks.ARCHS`; ``"e3nn"`` is
+    the exactly equivariant force field).  ``n_train`` trains on a seeded random
+    subset of that many training examples (default: all).
     """
 
     task: str
@@ -71,13 +91,19 @@ class RunConfig:
     batch_size: int = 8
     lr: float = 1e-3
     optimizer: str = "adam"
-    eval_every: int = 20
+    eval_every: int = 500
     augment: bool = True
+    arch: str = "default"
+    n_train: int | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_task(self.task)
         check_size(self.model_size)
+        check_arch(self.task, self.arch)
+        if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, (int, np.integer))
+                                         or self.n_train < 1):
+            raise ParameterError(f"RunConfig.n_train must be a positive integer or None, got {self.n_train!r}")
         check_profile(self.profile)
         for k in ("seed", "steps", "batch_size", "eval_every"):
             v = getattr(self, k)
@@ -96,8 +122,13 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """``{task}-{size}-{profile}-s{seed}-{hash}``; the hash covers the config and equivlib's version."""
-        blob = json.dumps({"config": self.to_dict(), "equivlib": __version__}, sort_keys=True)
+        """``{task}-{size}-{profile}-s{seed}-{hash}``.
+
+        The hash covers the config, equivlib's version and its source code, so
+        a change to the library retrains rather than reusing stale runs.
+        """
+        blob = json.dumps({"config": self.to_dict(), "equivlib": __version__, "source": source_hash()},
+                          sort_keys=True)
         h = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return f"{self.task}-{self.model_size}-{self.profile}-s{self.seed}-{h}"
 
@@ -118,13 +149,18 @@ class Run:
     trained: bool = False  # True when this call trained it (False: loaded from the cache)
     device: torch.device = torch.device("cpu")
 
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of training, monitor evaluations excluded (``log["seconds"]`` at the last step)."""
+        return float(self.log["seconds"].iloc[-1]) if len(self.log) else 0.0
+
     def load_model(self, step: int | None = None, device=None) -> torch.nn.Module:
         """The model at checkpoint ``step`` (default: the last), in eval mode."""
         step = self.checkpoint_steps[-1] if step is None else int(step)
         if step not in self.checkpoint_steps:
             raise ParameterError(f"no checkpoint at step {step}; have {self.checkpoint_steps}")
         device = self.device if device is None else torch.device(device)
-        model = make_model(self.config.task, self.config.model_size, device=device)
+        model = make_model(self.config.task, self.config.model_size, device=device, arch=self.config.arch)
         state = torch.load(self.path / "checkpoints" / f"step_{step}.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
         return model.eval()
@@ -164,13 +200,13 @@ def _load(config: RunConfig, path: Path, device) -> Run:
     train_log = pd.read_csv(path / "train_log.csv")
     if monitor.empty or "percent" not in monitor or int(monitor["step"].max()) != _last_eval(config):
         raise ValueError("monitor.csv is incomplete")
-    if len(train_log) != config.steps:
+    if len(train_log) != config.steps or "seconds" not in train_log:
         raise ValueError("train_log.csv is incomplete")
     return Run(config, path, monitor, train_log, steps, trained=False, device=device)
 
 
 def _last_eval(config: RunConfig) -> int:
-    return config.steps - config.steps % config.eval_every
+    return config.steps  # the last step is always evaluated (added to the monitor's ``at``)
 
 
 def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
@@ -179,26 +215,39 @@ def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
     try:
         extra = dict(config.extra)
         mon_kw = dict(extra.pop("monitor", {}) or {})
+        mon_kw["at"] = sorted({*(int(s) for s in mon_kw.get("at", ())), config.steps})
         extra.pop("checkpoints", None)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
             task = make_task(config.task, config.profile, config.seed, device=device, **extra)
-            model = task.make_model(config.model_size, device=device)
+            data = task.data
+            if config.n_train is not None:
+                n = next(iter(data.values())).shape[0]
+                if config.n_train > n:
+                    raise ParameterError(f"n_train={config.n_train} exceeds the {n} training examples of "
+                                         f"{config.task!r} ({config.profile})")
+                keep = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))[:config.n_train]
+                data = {k: v[keep.to(v.device)] for k, v in data.items()}
+            model = task.make_model(config.model_size, device=device, arch=config.arch)
             monitor = task.monitor(model, config.eval_every, **mon_kw)
             steps = config.checkpoints()
             t0 = time.perf_counter()
-            train_log = train(model, task.data, steps=config.steps, batch_size=config.batch_size,
+            train_log = train(model, data, steps=config.steps, batch_size=config.batch_size,
                               forward=task.forward, loss=task.loss, optimizer=config.optimizer, lr=config.lr,
                               augment=task.batch_transform(config.augment),
                               monitor=_Checkpointing(monitor, model, steps, tmp / "checkpoints"),
                               generator=torch.Generator().manual_seed(config.seed), progress=progress,
                               desc=config.key)
-        monitor.to_csv(tmp / "monitor.csv")
+        table = monitor.table()
+        clock = dict(zip(train_log["step"], train_log["seconds"]))
+        table["train_seconds"] = table["step"].map(lambda k: clock.get(k, 0.0))  # step 0: before training
+        table.to_csv(tmp / "monitor.csv", index=False)
         train_log.to_csv(tmp / "train_log.csv", index=False)
         info = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in task.info.items()}
         (tmp / "config.json").write_text(json.dumps({
             "config": config.to_dict(), "key": config.key, "equivlib": __version__, "torch": torch.__version__,
             "device": str(device), "checkpoint_steps": steps, "task_info": info,
+            "n_examples": int(next(iter(data.values())).shape[0]),
             "seconds": time.perf_counter() - t0, "train_seconds": train_log.attrs.get("seconds"),
             "monitor_seconds": train_log.attrs.get("monitor_seconds")}, indent=1, sort_keys=True, default=str))
         if path.exists():

@@ -19,6 +19,8 @@ Tasks
 * ``forces`` — :class:`~equivlib.models.EScAIPForceField` on GFN2-xTB forces
   (forces divided by their training standard deviation, ``task.info["force_scale"]``);
   one Haar rotation per conformer; monitor: 16 Haar rotations per held-out conformer.
+  ``arch="e3nn"`` swaps in the exactly equivariant baseline
+  :class:`~equivlib.models.E3ForceField` (species embedding, ``r_max`` 5 Å).
 * ``flow`` — :class:`~equivlib.models.FlowTransformer` flow matching on C-alpha
   traces in nm; the monitor evaluates fixed times ``t`` (default
   :data:`~equivlib.models.FLOW_TIMES`) with seeded noise, one table row per
@@ -26,6 +28,16 @@ Tasks
 * ``voxels`` — :class:`~equivlib.models.UNet3D` denoiser of Gaussian atom-type
   densities; augmentation is a random rotation of the cube group; monitor: the
   24 elements exhaustively (or ``scheme="finite"`` random subsets).
+
+Architectures
+-------------
+:func:`make_model` (and :meth:`Task.make_model`) take ``arch``, one of
+``ARCHS[task]``: ``"default"`` is the model named above; the forces task also has
+``"e3nn"``, an :class:`~equivlib.models.E3ForceField` with ``n_species=36``,
+``r_max=5`` Å and ``avg_neighbors=18`` (mean number of neighbours within 5 Å in
+the quick training conformers: 18.1).  Its sizes roughly match EScAIP's in
+parameter count (small: 4.3k vs 4.6k, base: 153k vs 154k); both take
+``(positions, mask=, species=)``, so ``task.forward`` is the same.
 """
 from __future__ import annotations
 
@@ -37,24 +49,39 @@ import torch
 
 from .config import ParameterError, check_profile
 from .groups import Action, VectorAction, VoxelAction, cube_group, haar_so3
-from .models import FLOW_TIMES, EScAIPForceField, FlowTransformer, UNet3D, flow_matching_batch, noisy_voxels
+from .models import (FLOW_TIMES, E3ForceField, EScAIPForceField, FlowTransformer, UNet3D, flow_matching_batch,
+                     noisy_voxels)
 from .training import EquivarianceMonitor, masked_mse, rotation_augment
 
-__all__ = ["TASKS", "MODEL_SIZES", "HeldOut", "Task", "MonitorGroup", "make_model", "make_task",
+__all__ = ["TASKS", "MODEL_SIZES", "ARCHS", "check_arch", "HeldOut", "Task", "make_model", "make_task",
            "forces_task", "flow_task", "voxel_task"]
 
 TASKS = ("forces", "flow", "voxels")
-MODEL_SIZES = ("small", "base")
+MODEL_SIZES = ("small", "medium", "base")
 
 _MODEL_KWARGS = {
     "forces": {"small": dict(d_model=16, n_layers=1, n_heads=2, n_rbf=8),
+               "medium": dict(d_model=32, n_layers=2, n_heads=4, n_rbf=12),
                "base": dict(d_model=64, n_layers=3, n_heads=4, n_rbf=16)},
     "flow": {"small": dict(d_model=32, n_heads=4, n_layers=2),
+             "medium": dict(d_model=64, n_heads=4, n_layers=3),
              "base": dict(d_model=128, n_heads=8, n_layers=4)},
     "voxels": {"small": dict(base_channels=4, levels=2),
+               "medium": dict(base_channels=8, levels=2),
                "base": dict(base_channels=16, levels=3)},
 }
 FLOW_MAX_LEN = 512
+
+ARCHS = {"forces": ("default", "e3nn"), "flow": ("default",), "voxels": ("default",)}
+
+# arch="e3nn" for the forces task (E3ForceField), by size.  Parameters are mostly
+# in the radial MLPs: small 4,284 (EScAIP small 4,592), base 152,808 (EScAIP base 153,536).
+_E3NN_KWARGS = {
+    "small": dict(irreps_hidden="8x0e+4x1o+2x2e", lmax=2, n_layers=1, n_basis=8, radial_hidden=20),
+    "medium": dict(irreps_hidden="12x0e+6x1o+3x2e", lmax=2, n_layers=2, n_basis=12, radial_hidden=32),
+    "base": dict(irreps_hidden="16x0e+8x1o+4x2e", lmax=2, n_layers=3, n_basis=16, radial_hidden=48),
+}
+_E3NN_COMMON = dict(r_max=5.0, n_species=36, avg_neighbors=18.0)
 
 
 def check_task(name: str) -> str:
@@ -69,9 +96,25 @@ def check_size(size: str) -> str:
     return size
 
 
-def make_model(task: str, size: str = "small", dtype: torch.dtype = torch.float32, device=None) -> torch.nn.Module:
-    """A fresh model for ``task`` (parameters from torch's global generator: seed it first)."""
-    kw = dict(_MODEL_KWARGS[check_task(task)][check_size(size)], dtype=dtype, device=device)
+def check_arch(task: str, arch: str) -> str:
+    """``arch`` if it is one of ``ARCHS[task]``, else :class:`ParameterError`."""
+    allowed = ARCHS[check_task(task)]
+    if arch not in allowed:
+        raise ParameterError(f"unknown architecture {arch!r} for task {task!r}; use one of {allowed}")
+    return arch
+
+
+def make_model(task: str, size: str = "small", dtype: torch.dtype = torch.float32, device=None,
+               arch: str = "default") -> torch.nn.Module:
+    """A fresh model for ``task`` (parameters from torch's global generator: seed it first).
+
+    ``arch`` picks the architecture among ``ARCHS[task]`` (see the module docstring).
+    """
+    check_arch(task, arch)
+    check_size(size)
+    if arch == "e3nn":
+        return E3ForceField(**_E3NN_KWARGS[size], **_E3NN_COMMON, dtype=dtype, device=device)
+    kw = dict(_MODEL_KWARGS[task][size], dtype=dtype, device=device)
     if task == "forces":
         return EScAIPForceField(**kw)
     if task == "flow":
@@ -87,40 +130,6 @@ class HeldOut:
     y: torch.Tensor
     mask: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
-
-
-class MonitorGroup:
-    """Several :class:`EquivarianceMonitor` run as one (same interface for :func:`train`).
-
-    Each member carries its own ``tag`` (e.g. ``{"t": 0.5}``); :meth:`table`
-    stacks their records.
-    """
-
-    def __init__(self, monitors: Sequence[EquivarianceMonitor]):
-        if not monitors:
-            raise ValueError("MonitorGroup needs at least one monitor")
-        self.monitors = list(monitors)
-
-    def __call__(self, step: int):
-        recs = [m(step) for m in self.monitors]
-        return None if all(r is None for r in recs) else recs
-
-    def measure(self, step: int):
-        return [m.measure(step) for m in self.monitors]
-
-    @property
-    def seconds(self) -> float:
-        return sum(m.seconds for m in self.monitors)
-
-    @property
-    def records(self) -> list[dict]:
-        return [r for m in self.monitors for r in m.records]
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.records).sort_values(["step"], kind="stable").reset_index(drop=True)
-
-    def to_csv(self, path) -> None:
-        self.table().to_csv(path, index=False)
 
 
 def _identity(batch, generator):
@@ -152,9 +161,10 @@ class Task:
     heldout_at: Callable | None = None  # flow only: t -> HeldOut
     times: tuple = ()
 
-    def make_model(self, size: str = "small", dtype: torch.dtype = torch.float32, device=None) -> torch.nn.Module:
+    def make_model(self, size: str = "small", dtype: torch.dtype = torch.float32, device=None,
+                   arch: str = "default") -> torch.nn.Module:
         device = self.info.get("device") if device is None else device
-        return make_model(self.name, size, dtype, device)
+        return make_model(self.name, size, dtype, device, arch=arch)
 
     def batch_transform(self, augment: bool = True) -> Callable:
         """``(batch, generator) -> batch`` for :func:`train`: prepare, (augment), corrupt."""
@@ -178,15 +188,27 @@ class Task:
         return EquivarianceMonitor(model, held.x, held.y, self.action, every=every, extras=held.extras,
                                    mask=held.mask, tag=tag, **spec)
 
-    def monitor(self, model, every: int, *, times: Sequence[float] | None = None, **kw):
-        """The held-out monitor.  Flow: a :class:`MonitorGroup`, one member per time in ``times``."""
+    def monitor(self, model, every: int, *, times: Sequence[float] | None = None, **kw) -> EquivarianceMonitor:
+        """The held-out monitor.
+
+        Flow: all ``times`` (default ``self.times``) are evaluated in one batched
+        pass and reported as one row per ``(step, t)`` (``split=("t", ...)``).
+        """
         if self.name == "flow":
-            times = self.times if times is None else tuple(times)
-            return MonitorGroup([self._one_monitor(model, every, self.flow_heldout(t), tag={"t": float(t)}, **kw)
-                                 for t in times])
+            times = self.times if times is None else tuple(float(t) for t in times)
+            held = self.heldout if times == self.times else stack_heldout([self.flow_heldout(t) for t in times])
+            return self._one_monitor(model, every, held, split=("t", held.extras["t"]), **kw)
         if times is not None:
             raise ParameterError(f"times only apply to the flow task, not {self.name!r}")
         return self._one_monitor(model, every, self.heldout, **kw)
+
+
+def stack_heldout(parts: Sequence[HeldOut]) -> HeldOut:
+    """Concatenate held-out sets along the sample axis (same extras keys in each)."""
+    keys = list(parts[0].extras)
+    return HeldOut(torch.cat([h.x for h in parts]), torch.cat([h.y for h in parts]),
+                   None if parts[0].mask is None else torch.cat([h.mask for h in parts]),
+                   {k: torch.cat([h.extras[k] for h in parts]) for k in keys})
 
 
 def _device(device):
@@ -270,10 +292,7 @@ def flow_task(profile: str = "quick", seed: int = 0, t: Sequence[float] | None =
         x_t, tt, v = flow_matching_batch(hx1, hm, gen, t=time)
         return HeldOut(x_t, v, hm, {"t": tt, "mask": hm})
 
-    all_t = [heldout_at(x) for x in times]
-    held = HeldOut(torch.cat([h.x for h in all_t]), torch.cat([h.y for h in all_t]),
-                   torch.cat([h.mask for h in all_t]),
-                   {k: torch.cat([h.extras[k] for h in all_t]) for k in ("t", "mask")})
+    held = stack_heldout([heldout_at(x) for x in times])
 
     def corrupt(batch, generator):
         x_t, tt, v = flow_matching_batch(batch["x1"], batch["mask"], generator)

@@ -84,6 +84,11 @@ class EquivarianceMonitor:
     grad_norms : bool
         Also record ``‖∇L‖``, ``‖∇L_mean‖``, ``‖∇L_equiv‖`` and their ratio
         (one extra backward pass per component).
+    split : (name, Tensor ``(B,)``), optional
+        Report one record per distinct value of this per-sample label, tagged
+        ``{name: value}`` (e.g. ``("t", times)`` for flow matching at several
+        fixed times).  All samples go through one batched forward pass, which is
+        much cheaper for small models than one monitor per value.
     seed : int
         Seed of the monitor's own generator.
     eval_dtype : torch.dtype
@@ -95,7 +100,7 @@ class EquivarianceMonitor:
     def __init__(self, model, x, y, action_in: Action, action_out: Action | None = None, *, every: int = 100,
                  at: Iterable[int] = (), n_elements: int = 16, scheme: str = "haar", group=None,
                  extras: Mapping[str, torch.Tensor] | None = None, mask=None, grad_norms: bool = False,
-                 estimator: str = "unbiased", seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None,
+                 estimator: str = "unbiased", split: tuple[str, torch.Tensor] | None = None, seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None,
                  eval_dtype: torch.dtype = torch.float64):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -111,6 +116,13 @@ class EquivarianceMonitor:
         self.records: list[dict] = []
         self.seconds = 0.0
         self.eval_dtype = eval_dtype
+        self.split = None
+        if split is not None:
+            name, labels = split
+            labels = torch.as_tensor(labels).detach().cpu()
+            if labels.shape != (x.shape[0],):
+                raise ValueError(f"split labels {name!r} must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
+            self.split = (str(name), labels, [v.item() for v in torch.unique(labels)])
         if x.dtype != eval_dtype or y.dtype != eval_dtype:
             raise ValueError(f"monitor data must be {eval_dtype} (got x {x.dtype}, y {y.dtype}); "
                              "equivariance is measured in eval_dtype")
@@ -125,9 +137,7 @@ class EquivarianceMonitor:
         devices = [self.x.device] if self.x.device.type == "cuda" else []
         was_training = self.model.training
         self.model.eval()
-        model = self.model
-        if next(model.parameters()).dtype != self.eval_dtype:
-            model = copy.deepcopy(model).to(self.eval_dtype)
+        model = self._eval_model()
         with torch.random.fork_rng(devices=devices):
             sample = self.sampler(self.x.shape[0], self.generator, self.x.dtype, self.x.device)
             params = [p for p in model.parameters() if p.requires_grad]
@@ -135,22 +145,57 @@ class EquivarianceMonitor:
                 Z = twisted_predictions(model, self.x, sample, self.action_in, self.action_out,
                                         extras=self.extras, chunk_size=self.chunk_size)
                 d = decompose(Z, self.y, sample, mask=self.mask, estimator=self.estimator)
-            rec = {"step": step, **self.tag, **d.summary()}
-            if self.grad_norms:
-                grads = {}
-                for k in ("L_mean", "L_equiv"):
-                    g = torch.autograd.grad(getattr(d, k).mean(), params, retain_graph=True, allow_unused=True)
-                    grads[k] = torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten()
-                                          for gi, p in zip(g, params)])
-                gL = grads["L_mean"] + grads["L_equiv"]
-                rec.update(grad_L=float(gL.norm()), grad_L_mean=float(grads["L_mean"].norm()),
-                           grad_L_equiv=float(grads["L_equiv"].norm()),
-                           grad_ratio=float(grads["L_equiv"].norm() / grads["L_mean"].norm()),
-                           grad_cos_L_Lmean=float(torch.nn.functional.cosine_similarity(gL, grads["L_mean"], dim=0)))
+            if self.split is None:
+                parts = [(self.tag, d)]
+            else:
+                name, labels, values = self.split
+                parts = [({**self.tag, name: v}, d.subset((labels == v).to(d.L.device))) for v in values]
+            recs = []
+            for tag, dp in parts:
+                rec = {"step": step, **tag, **dp.summary()}
+                if self.grad_norms:
+                    rec.update(self._grad_norms(dp, params))
+                recs.append(rec)
         self.model.train(was_training)
         self.seconds += time.perf_counter() - t0
-        self.records.append(rec)
-        return rec
+        self.records.extend(recs)
+        return recs[0] if self.split is None else recs
+
+    def _eval_model(self) -> torch.nn.Module:
+        """The model itself if it is in ``eval_dtype``, else a persistent copy cast to it, refreshed.
+
+        The copy is made once and its parameters are overwritten at every
+        evaluation (a deep copy per evaluation would also defeat the memory
+        probe's per-model cache).  Buffers are copied too, except where the
+        copy's value already rounds to the original's: constant buffers keep the
+        precision of the cast (e3nn's Wigner-3j tables are recomputed in float64).
+        """
+        model = self.model
+        if next(model.parameters()).dtype == self.eval_dtype:
+            return model
+        if getattr(self, "_copy", None) is None:
+            self._copy = copy.deepcopy(model).to(self.eval_dtype)
+            return self._copy.eval()
+        with torch.no_grad():
+            for p64, p in zip(self._copy.parameters(), model.parameters()):
+                p64.copy_(p)
+            for b64, b in zip(self._copy.buffers(), model.buffers()):
+                if b64.dtype == b.dtype or not torch.equal(b64.to(b.dtype), b):
+                    b64.copy_(b)
+        return self._copy.eval()
+
+    @staticmethod
+    def _grad_norms(d, params) -> dict:
+        grads = {}
+        for k in ("L_mean", "L_equiv"):
+            g = torch.autograd.grad(getattr(d, k).mean(), params, retain_graph=True, allow_unused=True)
+            grads[k] = torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten()
+                                  for gi, p in zip(g, params)])
+        gL = grads["L_mean"] + grads["L_equiv"]
+        return dict(grad_L=float(gL.norm()), grad_L_mean=float(grads["L_mean"].norm()),
+                    grad_L_equiv=float(grads["L_equiv"].norm()),
+                    grad_ratio=float(grads["L_equiv"].norm() / grads["L_mean"].norm()),
+                    grad_cos_L_Lmean=float(torch.nn.functional.cosine_similarity(gL, grads["L_mean"], dim=0)))
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.records)
@@ -211,8 +256,11 @@ def train(
     replacement), applies ``augment(batch, generator)`` if given, computes
     ``loss(forward(model, batch), batch)`` and takes an optimiser step.  The
     monitor is called at step 0 (before training) and after every step.
-    Returns the training log (step, loss, seconds) as a DataFrame; the
-    monitor keeps its own table.
+    Returns the training log as a DataFrame with columns ``step``, ``loss``
+    and ``seconds``: the wall-clock time spent training up to and including
+    that step, *without* the monitor's evaluations (so a held-out curve can be
+    drawn against training time); the monitor keeps its own table.  Reading
+    the loss value synchronises a GPU every step, so the clock is exact there too.
     """
     sizes = {k: v.shape[0] for k, v in data.items()}
     if len(set(sizes.values())) != 1:
@@ -233,6 +281,7 @@ def train(
     if monitor is not None:
         monitor(0)
     t0 = time.perf_counter()
+    mon0 = monitor.seconds if monitor is not None else 0.0
     model.train()
     for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=2):
         idx = next(batches)
@@ -245,11 +294,13 @@ def train(
             raise FloatingPointError(f"{desc}: loss became {float(value.detach())} at step {step}")
         value.backward()
         opt.step()
-        log.append({"step": step, "loss": float(value.detach())})
+        loss_value = float(value.detach())  # synchronises a GPU
+        elapsed = time.perf_counter() - t0 - ((monitor.seconds - mon0) if monitor is not None else 0.0)
+        log.append({"step": step, "loss": loss_value, "seconds": elapsed})
         if monitor is not None:
             monitor(step)
     model.eval()
-    out = pd.DataFrame(log)
+    out = pd.DataFrame(log, columns=["step", "loss", "seconds"])
     out.attrs["seconds"] = time.perf_counter() - t0
     out.attrs["monitor_seconds"] = monitor.seconds if monitor is not None else 0.0
     return out

@@ -269,6 +269,11 @@ class Decomposition:
                 out[f"se_{k}"] = float("nan")
         return out
 
+    def subset(self, index) -> "Decomposition":
+        """The decomposition of the samples ``index`` (a boolean mask or indices over ``B``)."""
+        return Decomposition(self.L[index], self.L_mean[index], self.L_equiv[index],
+                             self.scheme, self.estimator, self.n_elements, self.extra)
+
     def detach(self) -> "Decomposition":
         return Decomposition(self.L.detach(), self.L_mean.detach(), self.L_equiv.detach(),
                              self.scheme, self.estimator, self.n_elements, self.extra)

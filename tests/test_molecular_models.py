@@ -1,13 +1,19 @@
-"""Tests for the molecular-task models: EScAIP-style force field, flow-matching
-transformer (C-alpha clouds) and 3D U-Net voxel denoiser."""
+"""Tests for the molecular-task models: EScAIP-style force field, the species-aware
+e3nn baseline (``arch="e3nn"``), flow-matching transformer (C-alpha clouds) and 3D
+U-Net voxel denoiser."""
+import functools
 import math
+import re
+import time
 
 import pytest
 import torch
 
+from equivlib.config import ParameterError
 from equivlib.groups import VectorAction, VoxelAction, cube_group, haar_so3
 from equivlib.models import (
     FLOW_TIMES,
+    E3ForceField,
     EScAIPForceField,
     FlowTransformer,
     UNet3D,
@@ -183,6 +189,180 @@ def test_escaip_gradients_and_seed(atoms):
     assert not model.head_deviation().requires_grad
     model.head_deviation(grad=True).backward()
     assert model.head.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- e3nn with species
+def e3_species(dtype=F64, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(irreps_hidden="8x0e+4x1o+2x2e", lmax=2, n_layers=2, r_max=3.0, n_basis=8, radial_hidden=16,
+               avg_neighbors=4.0, n_species=10)
+    cfg.update(kw)
+    return E3ForceField(**cfg, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _forces_task():
+    from equivlib.tasks import make_task
+
+    return make_task("forces", "quick", 0)
+
+
+def forces_batch(n=8, dtype=F64):
+    """The first ``n`` quick training conformers (padded, species = atomic numbers)."""
+    d = _forces_task().data
+    return d["positions"][:n].to(dtype), d["mask"][:n], d["species"][:n]
+
+
+def test_e3_species_equivariant_float64(atoms):
+    pos, mask, species = atoms
+    model = e3_species()
+    R = haar_so3(B, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        y = model(pos, mask, species)
+        assert y[:3].abs().amax() > 1e-3  # not trivially zero
+        assert rel(model(rotate(R, pos), mask, species), rotate(R, y)) < TOL_EQUIV64
+        shift = torch.tensor([0.3, -1.0, 2.0], dtype=F64)
+        assert rel(model(pos + shift, mask, species), y) < TOL_EQUIV64  # translation invariant
+        P = -torch.eye(3, dtype=F64).expand(B, 3, 3)
+        assert rel(model(rotate(P, pos), mask, species), rotate(P, y)) < TOL_EQUIV64  # 1o: odd
+        perm = torch.randperm(A, generator=torch.Generator().manual_seed(12))
+        assert rel(model(pos[:, perm], mask[:, perm], species[:, perm]), y[:, perm]) < TOL_EQUIV64
+    # the real molecules, with the task's model (r_max 5 Å, n_species 36), in float64
+    from equivlib.tasks import make_model
+
+    torch.manual_seed(0)
+    task_model = make_model("forces", "small", dtype=F64, arch="e3nn")
+    pos, mask, species = forces_batch(8)
+    assert (~mask).any() and mask.sum(1).min() > 10
+    R = haar_so3(8, generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        y = task_model(pos, mask=mask, species=species)
+        err = rel(task_model(rotate(R, pos), mask=mask, species=species), rotate(R, y))
+    assert err < TOL_EQUIV64, err
+
+
+def test_e3_species_padding_and_dependence(atoms):
+    pos, mask, species = atoms
+    model = e3_species()
+    with torch.no_grad():
+        out = model(pos, mask, species)
+        assert out.shape == (B, A, 3) and out.dtype == F64 and torch.isfinite(out).all()
+        assert (out[~mask] == 0).all()
+        assert (out[3] == 0).all()  # isolated atom: no edges, no force
+        # Garbage coordinates and species at padded atoms change nothing.
+        pos2, species2 = pos.clone(), species.clone()
+        pos2[1, 5:] = torch.tensor([1e3, float("nan"), -2.0], dtype=F64)
+        pos2[2, 7] = pos[2, 0] + 0.1  # would be a close neighbour if it were real
+        species2[~mask] = 99
+        assert torch.equal(model(pos2, mask, species2), out)
+        # The output depends on the species (of a neighbour, too), not only the geometry.
+        species3 = species.clone()
+        species3[0, 0] = 1 + species[0, 0] % 9
+        out3 = model(pos, mask, species3)
+        assert rel(out3[0], out[0]) > NOT_EQUIV and rel(out3[0, 1:], out[0, 1:]) > 1e-4
+        assert torch.equal(out3[1:], out[1:])  # other molecules untouched
+
+
+def test_e3_species_bad_inputs(atoms):
+    pos, mask, species = atoms
+    model = e3_species()
+    with pytest.raises(ValueError, match=r"species \(B, A\) is required.*n_species=10"):
+        model(pos, mask)
+    with pytest.raises(ValueError, match=r"n_species=10"):
+        model(pos, mask, torch.where(mask, 10, 0))  # out of range at a real atom
+    with pytest.raises(ValueError, match=r"n_species=10"):
+        model(pos, mask, torch.where(mask, -1, 0))
+    with pytest.raises(ValueError, match=r"species must be an integer tensor of shape \(B, A\)"):
+        model(pos, mask, species[:, :3])
+    with pytest.raises(ValueError, match=r"species must be an integer tensor"):
+        model(pos, mask, species.double())
+    single = E3ForceField(irreps_hidden="4x0e+2x1o", n_layers=1, dtype=F64)
+    with pytest.raises(ValueError, match=r"single species.*n_species"):
+        single(pos, mask, species)
+    assert single(pos, mask).shape == (B, A, 3)
+    with pytest.raises(ValueError, match=r"0e"):
+        E3ForceField(irreps_hidden="4x1o", n_species=3)
+    with pytest.raises(ValueError, match=r"n_species"):
+        E3ForceField(n_species=0)
+
+
+def test_e3_species_embedding_shape_gradients_and_default():
+    model = e3_species(torch.float32)
+    assert str(model.irreps_in) == "8x0e" and model.species_embed.weight.shape == (10, 8)
+    pos, mask, species = forces_batch(4, torch.float32)
+    species = species % 10
+    (model(pos, mask, species) ** 2).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    used = species[mask].unique()
+    g = model.species_embed.weight.grad
+    assert (g[used].abs().sum(1) > 0).all()
+    unused = torch.ones(10, dtype=torch.bool)
+    unused[used] = False
+    assert (g[unused] == 0).all()
+    # the single-species default is unchanged: constant 1x0e input, no embedding parameters
+    default = E3ForceField()
+    assert default.n_species is None and default.species_embed is None and str(default.irreps_in) == "1x0e"
+    assert not any("species" in k for k in default.state_dict())
+
+
+def _n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_make_model_e3nn_arch():
+    from equivlib.tasks import ARCHS, check_arch, make_model
+
+    task = _forces_task()
+    assert ARCHS["forces"] == ("default", "e3nn") and check_arch("forces", "e3nn") == "e3nn"
+    torch.manual_seed(0)
+    model = task.make_model("small", arch="e3nn")
+    assert isinstance(model, E3ForceField) and model.n_species == 36 and model.r_max == 5.0
+    batch = {k: v[:6] for k, v in task.data.items()}
+    with torch.no_grad():
+        out = task.forward(model, batch)
+    assert out.shape == batch["positions"].shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all() and (out[~batch["mask"]] == 0).all() and out.abs().amax() > 0
+    assert isinstance(task.make_model("small"), EScAIPForceField)  # default unchanged
+    # parameter counts of the same order as EScAIP's for each size
+    for size in ("small", "base"):
+        ratio = _n_params(make_model("forces", size, arch="e3nn")) / _n_params(make_model("forces", size))
+        assert 0.5 < ratio < 2.0, (size, ratio)
+
+
+@pytest.mark.parametrize("task, arch", [("flow", "e3nn"), ("voxels", "e3nn"), ("forces", "nope")])
+def test_make_model_bad_arch(task, arch):
+    from equivlib.tasks import ARCHS, check_arch, make_model
+
+    allowed = re.escape(str(ARCHS[task]))
+    with pytest.raises(ParameterError, match=rf"{arch!r} for task {task!r}.*{allowed}"):
+        make_model(task, arch=arch)
+    with pytest.raises(ParameterError, match=rf"task {task!r}"):
+        check_arch(task, arch)
+
+
+def test_e3nn_training_smoke():
+    """20 full-batch Adam steps on 16 quick conformers lower the loss (a few seconds on 1 thread)."""
+    from equivlib.tasks import make_model
+
+    task = _forces_task()
+    batch = {k: v[:16] for k, v in task.data.items()}
+    torch.manual_seed(0)
+    model = make_model("forces", "small", arch="e3nn")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    t0 = time.perf_counter()
+    losses = []
+    for _ in range(20):
+        loss = task.loss(task.forward(model, batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        final = task.loss(task.forward(model, batch), batch).item()
+    assert all(math.isfinite(v) for v in losses)
+    assert final < 0.8 * losses[0], (losses[0], final)
+    assert time.perf_counter() - t0 < 60
 
 
 # --------------------------------------------------------------------------- flow matching

@@ -9,7 +9,7 @@ import equivlib.runs as runs
 from equivlib.config import ParameterError
 from equivlib.groups import cube_group, exhaustive, sample_finite, sample_haar
 from equivlib.runs import Run, RunConfig, checkpoint_steps, get_run
-from equivlib.tasks import HeldOut, MonitorGroup, make_task
+from equivlib.tasks import HeldOut, make_task
 from equivlib.training import train
 from equivlib.twirl import decompose_model
 
@@ -41,7 +41,7 @@ def _direct(task, model, held: HeldOut, seed=0, **spec):
     with torch.no_grad():
         d = decompose_model(m64, held.x, held.y, sample, task.action, mask=held.mask, extras=held.extras)
     model.to(torch.float32)
-    return d.summary()
+    return d
 
 
 @pytest.mark.parametrize("name", ["forces", "flow", "voxels"])
@@ -60,11 +60,18 @@ def test_task_trains_and_monitor_matches_direct_decomposition(tasks, name):
     # Re-create the step-0 model and compute the decomposition directly.
     torch.manual_seed(0)
     fresh = task.make_model("small")
-    helds = [task.flow_heldout(t) for t in task.times] if name == "flow" else [task.heldout]
+    d = _direct(task, fresh, task.heldout)
     rows = table[table.step == 0]
-    assert len(rows) == len(helds)
-    for (_, row), held in zip(rows.iterrows(), helds):
-        ref = _direct(task, fresh, held)
+    if name == "flow":  # one batched pass over all times, one row per time
+        t_of = task.heldout.extras["t"]
+        assert list(rows["t"]) == sorted(task.times)
+        refs = [d.subset(t_of == t).summary() for t in rows["t"]]
+        for t in task.times:  # the stacked held-out set holds each time's fixed-noise set
+            assert torch.equal(task.heldout.x[t_of == t], task.flow_heldout(t).x)
+    else:
+        assert len(rows) == 1
+        refs = [d.summary()]
+    for (_, row), ref in zip(rows.iterrows(), refs):
         for k in ("L", "L_mean", "L_equiv", "percent"):
             assert row[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
         assert 0 < row["percent"] < 100
@@ -171,13 +178,18 @@ def test_run_is_cached_reloaded_and_repaired(tmp_path, monkeypatch, caplog):
         first.load_model(5)
     # same config, fresh cache: the same numbers (seeded)
     again = get_run(cfg, cache_dir=tmp_path / "other", progress=False)
-    assert again.monitor.equals(first.monitor)
+    numbers = lambda run: run.monitor.drop(columns="train_seconds")  # noqa: E731 - wall-clock differs
+    assert numbers(again).equals(numbers(first))
+    # the training clock: increasing per step, and the monitor rows carry it (0 before training)
+    assert (first.log["seconds"].diff().dropna() > 0).all() and first.train_seconds == first.log["seconds"].iloc[-1]
+    assert first.monitor.loc[first.monitor.step == 0, "train_seconds"].eq(0).all()
+    assert first.monitor.set_index("step")["train_seconds"].loc[6] == first.log["seconds"].iloc[-1]
     # corrupt a checkpoint: detected, logged, retrained
     (first.path / "checkpoints" / f"step_{first.checkpoint_steps[1]}.pt").write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING, logger="equivlib.runs"):
         fixed = get_run(cfg, cache_dir=tmp_path, progress=False)
     assert fixed.trained and len(calls) == 3 and "retraining" in caplog.text
-    assert fixed.monitor.equals(first.monitor)
+    assert numbers(fixed).equals(numbers(first))
     # a missing file as well
     (fixed.path / "monitor.csv").unlink()
     assert get_run(cfg, cache_dir=tmp_path, progress=False).trained and len(calls) == 4
@@ -185,3 +197,21 @@ def test_run_is_cached_reloaded_and_repaired(tmp_path, monkeypatch, caplog):
     assert RunConfig("flow", steps=6, batch_size=4, eval_every=3, extra=RUN_EXTRA, seed=1).key != cfg.key
     stored = json.loads((first.path / "config.json").read_text())
     assert stored["config"]["steps"] == 6 and stored["key"] == cfg.key
+
+
+def test_run_with_e3nn_baseline_and_training_subset(tmp_path):
+    cfg = RunConfig("forces", steps=2, batch_size=2, eval_every=1, arch="e3nn", n_train=4,
+                    extra={"n_heldout": 2, "monitor": {"n_elements": 2}})
+    run = get_run(cfg, cache_dir=tmp_path, progress=False)
+    assert type(run.load_model()).__name__ == "E3ForceField"
+    assert json.loads((run.path / "config.json").read_text())["n_examples"] == 4
+    assert (run.monitor["percent"] < 1e-20).all()  # exactly equivariant: only float64 rounding is left
+    assert cfg.key != RunConfig("forces", steps=2, batch_size=2, eval_every=1, n_train=4,
+                                extra={"n_heldout": 2, "monitor": {"n_elements": 2}}).key
+    with pytest.raises(ParameterError, match="architecture"):
+        RunConfig("flow", arch="e3nn")
+    with pytest.raises(ParameterError, match="n_train"):
+        RunConfig("forces", n_train=0)
+    with pytest.raises(ParameterError, match="exceeds"):
+        get_run(RunConfig("forces", steps=1, n_train=10**6, extra={"n_heldout": 2}), cache_dir=tmp_path,
+                progress=False)

@@ -114,6 +114,50 @@ def test_monitor_evaluates_float32_models_in_float64():
         EquivarianceMonitor(model, x.float(), y.float(), eq.VectorAction())
 
 
+def test_monitor_float64_copy_follows_training_and_split_matches_subsets():
+    """The persistent float64 copy is refreshed each evaluation; split rows equal the per-group decompositions."""
+    torch.manual_seed(0)
+    model = Tiny(dtype=torch.float32)
+    model.register_buffer("scale", torch.tensor(0.1, dtype=torch.float32))  # a constant float buffer
+    x, y, m = toy_data()
+    labels = torch.arange(x.shape[0]) % 3
+    mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3,
+                              split=("part", labels), grad_norms=True, seed=5)
+    first = mon.measure(0)
+    mon._copy.scale.fill_(0.1)  # as if recomputed in float64 (like e3nn's Wigner-3j tables)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    second = mon.measure(1)
+    assert [r["part"] for r in second] == [0, 1, 2] and len(mon.table()) == 6
+    assert second[0]["L"] != first[0]["L"]  # the copy followed the update
+    assert mon._copy.scale.dtype == torch.float64 and mon._copy.scale.item() == 0.1  # unchanged: not overwritten
+    model.scale.fill_(0.2)
+    mon.measure(2)
+    assert mon._copy.scale.item() == torch.tensor(0.2, dtype=torch.float32).item()  # changed: copied
+    # recompute directly: same generator state as the second evaluation
+    gen = torch.Generator().manual_seed(5)
+    eq.sample_haar(3, batch=x.shape[0], generator=gen, dtype=torch.float64)
+    sample = eq.sample_haar(3, batch=x.shape[0], generator=gen, dtype=torch.float64)
+    m64 = float64_copy(model)
+    m64.scale.fill_(0.1)
+    d = eq.decompose_model(m64, x, y, sample, eq.VectorAction(), extras={"mask": m}, mask=m)
+    for part, rec in enumerate(second):
+        ref = d.subset(labels == part).summary()
+        for k in ("L", "L_mean", "L_equiv", "percent", "se_percent"):
+            assert rec[k] == pytest.approx(ref[k], rel=1e-10), (part, k)
+        assert rec["n_samples"] == int((labels == part).sum()) and rec["grad_L"] > 0
+    with pytest.raises(ValueError, match="split labels"):
+        EquivarianceMonitor(model, x, y, eq.VectorAction(), split=("part", labels[:-1]))
+
+
+def test_train_log_clock_excludes_the_monitor():
+    _, log, mon = run(steps=10)
+    assert list(log.columns) == ["step", "loss", "seconds"] and (log["seconds"].diff().dropna() > 0).all()
+    # the loop's wall time = the clock + the evaluations at steps 5 and 10 (mon.seconds also holds step 0's)
+    assert log.attrs["seconds"] - mon.seconds - 1e-3 <= log["seconds"].iloc[-1] < log.attrs["seconds"]
+
+
 def test_float64_copy_leaves_original():
     model = Tiny(dtype=torch.float32)
     c = float64_copy(model)

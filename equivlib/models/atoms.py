@@ -2,7 +2,8 @@
 
 All models map ``positions (B, A, 3)`` and an optional ``mask (B, A)`` (``True`` =
 real atom) to per-atom vectors ``(B, A, 3)`` (forces), exactly zero at padded
-atoms.  They differ in which symmetries they respect by construction:
+atoms; :class:`E3ForceField` built with ``n_species`` also takes ``species (B, A)``
+(integer indices, e.g. atomic numbers).  They differ in which symmetries they respect by construction:
 
 ============================  ===========  ============  ===========
 model                         permutation  translation   rotation
@@ -218,15 +219,20 @@ class _Convolution(nn.Module):
 class E3ForceField(nn.Module):
     """Exactly rotation-equivariant message-passing force field (e3nn).
 
-    All atoms are one species, so initial node features are the constant scalar
-    ``1x0e``.  Each layer is a point convolution (spherical harmonics of the
-    edge direction up to ``lmax``, per-edge weights from a radial MLP over a
-    smooth radial basis) followed by an :class:`e3nn.nn.Gate`; a final
-    convolution maps to ``1x1o`` per atom, the predicted force.  Edges join every
-    pair of distinct real atoms of a cluster closer than ``r_max``, weighted by a
-    cosine cutoff that vanishes smoothly at ``r_max``.  Edges are selected from a
-    dense ``(B, A, A)`` pair mask and messages summed over a dense array
-    (deterministic on GPU too; meant for small clusters, A <= 64 or so).
+    Initial node features are scalars: with ``n_species=None`` (the default,
+    one species, e.g. Lennard-Jones clusters) the constant ``1x0e``; with
+    ``n_species`` given, a learned embedding of each atom's species index into
+    ``k x0e``, where ``k`` is the total multiplicity of ``0e`` in
+    ``irreps_hidden`` (an :class:`torch.nn.Embedding` of shape
+    ``(n_species, k)``).  Each layer is a point convolution (spherical
+    harmonics of the edge direction up to ``lmax``, per-edge weights from a
+    radial MLP over a smooth radial basis) followed by an
+    :class:`e3nn.nn.Gate`; a final convolution maps to ``1x1o`` per atom, the
+    predicted force.  Edges join every pair of distinct real atoms of a cluster
+    closer than ``r_max``, weighted by a cosine cutoff that vanishes smoothly at
+    ``r_max``.  Edges are selected from a dense ``(B, A, A)`` pair mask and
+    messages summed over a dense array (deterministic on GPU too; meant for
+    small clusters and molecules, A <= 64 or so).
 
     Parameters
     ----------
@@ -244,6 +250,11 @@ class E3ForceField(nn.Module):
         Hidden width of the radial MLPs.
     avg_neighbors : float
         Messages are summed and divided by ``sqrt(avg_neighbors)``.
+    n_species : int, optional, keyword-only
+        Number of species; species are integer indices in ``[0, n_species)``
+        (e.g. atomic numbers with ``n_species=36``, H to Br).  ``None`` (default):
+        a single species and :meth:`forward` takes no ``species``.
+        ``irreps_hidden`` must then contain ``0e``.
     dtype, device
         Dtype and device of the parameters and buffers.
 
@@ -251,23 +262,34 @@ class E3ForceField(nn.Module):
     -----
     Equivariance: ``f(x R^T) = f(x) R^T`` for every rotation ``R`` (and also
     reflections, as forces are ``1o`` vectors), up to floating-point rounding;
-    invariant to translations and equivariant to permutations of atoms.
+    invariant to translations and equivariant to permutations of atoms (and
+    their species).  The species embedding only sets invariant scalars, so it
+    does not affect equivariance.
     In e3nn 0.6 the ``1o`` basis order is ``(x, y, z)``, so the output needs no
     reordering.
     """
 
     def __init__(self, irreps_hidden: str | o3.Irreps = "16x0e+8x1o+4x2e", lmax: int = 2, n_layers: int = 2,
                  r_max: float = 3.0, n_basis: int = 8, radial_hidden: int = 32, avg_neighbors: float = 8.0, *,
+                 n_species: int | None = None,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
         super().__init__()
-        if n_layers < 0 or lmax < 0 or n_basis < 1 or not r_max > 0:
+        if n_layers < 0 or lmax < 0 or n_basis < 1 or not r_max > 0 or (n_species is not None and n_species < 1):
             raise ValueError(f"bad E3ForceField arguments: n_layers={n_layers}, lmax={lmax}, "
-                             f"n_basis={n_basis}, r_max={r_max}")
+                             f"n_basis={n_basis}, r_max={r_max}, n_species={n_species}")
         self.r_max = float(r_max)
         self.n_basis = int(n_basis)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
         irreps_hidden = o3.Irreps(irreps_hidden)
-        self.irreps_in = o3.Irreps("1x0e")
+        self.n_species = None if n_species is None else int(n_species)
+        if self.n_species is None:
+            self.irreps_in = o3.Irreps("1x0e")
+        else:
+            k = sum(mul for mul, ir in irreps_hidden if ir == o3.Irrep("0e"))
+            if k < 1:
+                raise ValueError(f"n_species needs 0e scalars in irreps_hidden for the species embedding, "
+                                 f"got {irreps_hidden}")
+            self.irreps_in = o3.Irreps(f"{k}x0e")
         self.irreps_out = o3.Irreps("1x1o")
 
         irreps = self.irreps_in
@@ -288,6 +310,9 @@ class E3ForceField(nn.Module):
             self.gates.append(gate)
             irreps = gate.irreps_out
         self.output = _Convolution(irreps, self.irreps_sh, self.irreps_out, n_basis, radial_hidden, avg_neighbors)
+        # Created last, so that n_species=None models draw exactly the same parameters as before.
+        self.species_embed = (None if self.n_species is None
+                              else nn.Embedding(self.n_species, self.irreps_in.dim))
         self.to(dtype=dtype, device=device)
 
     def _apply(self, fn, *args, **kwargs):
@@ -299,20 +324,33 @@ class E3ForceField(nn.Module):
         _refresh_wigner_3j(self)
         return out
 
-    def forward(self, positions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, mask: torch.Tensor | None = None,
+                species: torch.Tensor | None = None) -> torch.Tensor:
         """Predict per-atom forces.
 
         Parameters
         ----------
         positions : torch.Tensor, shape (B, A, 3)
         mask : torch.Tensor, shape (B, A), bool, optional
+            ``True`` for real atoms; all real if omitted.
+        species : torch.Tensor, shape (B, A), integer, optional
+            Species indices in ``[0, n_species)`` at real atoms (ignored at
+            padded atoms).  Required if the model was built with ``n_species``,
+            not allowed otherwise.
 
         Returns
         -------
         torch.Tensor, shape (B, A, 3)
             Zero at padded atoms.
+
+        Raises
+        ------
+        ValueError
+            Bad shapes, or ``species`` missing / given when not expected /
+            not an integer ``(B, A)`` tensor / out of ``[0, n_species)``.
         """
         mask = check_inputs(positions, mask)
+        h = self._initial_features(positions, mask, species)
         B, A, _ = positions.shape
         eye = torch.eye(A, dtype=torch.bool, device=positions.device)
         pair = mask[:, :, None] & mask[:, None, :] & ~eye  # (B, A, A): receiver i, sender j
@@ -326,11 +364,27 @@ class E3ForceField(nn.Module):
         basis = basis * math.sqrt(self.n_basis)
         edge_weight = _smooth_cutoff(r, self.r_max)
 
-        h = torch.ones(B, A, 1, dtype=positions.dtype, device=positions.device)
         for conv, gate in zip(self.convs, self.gates):
             h = gate(conv(h, edge, sh, basis, edge_weight))
         out = self.output(h, edge, sh, basis, edge_weight)
         return _zero_padded(out, mask)
+
+    def _initial_features(self, positions: torch.Tensor, mask: torch.Tensor,
+                          species: torch.Tensor | None) -> torch.Tensor:
+        """Node scalars ``(B, A, irreps_in.dim)``: constant 1, or the species embedding."""
+        B, A, _ = positions.shape
+        if self.species_embed is None:
+            if species is not None:
+                raise ValueError("this E3ForceField has a single species (built with n_species=None), "
+                                 "so species must not be passed; build it with n_species=... to use species")
+            return torch.ones(B, A, 1, dtype=positions.dtype, device=positions.device)
+        if species is None:
+            raise ValueError(f"species (B, A) is required: this E3ForceField was built with "
+                             f"n_species={self.n_species}")
+        from .escaip import check_species  # escaip imports this module
+
+        species = check_species(species, mask, self.n_species)  # 0 at padded atoms
+        return self.species_embed(species).to(positions.dtype)
 
 
 _W3J = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")

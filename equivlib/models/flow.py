@@ -236,6 +236,17 @@ class FlowTransformer(nn.Module):
         torch.Tensor, shape (B, L, 3)
             Zero at padded residues.
         """
+        h = self.latent(x_t, t, mask)  # validates the inputs
+        mask = _check_mask(mask, x_t.shape[0], x_t.shape[1], x_t.device)
+        return _zero_padded(self.head(h) * self.coord_scale, mask)
+
+    def latent(self, x_t: torch.Tensor, t, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final per-residue representation the linear head reads, ``(B, L, d_model)``, zero at padding.
+
+        ``forward = head(latent) * coord_scale``: if the model is equivariant, the
+        3-dimensional part of the latent that the head sees must rotate with
+        the input; the other ``d_model - 3`` directions are unconstrained.
+        """
         _check_points(x_t, "x_t")
         B, L, _ = x_t.shape
         if L > self.max_len:
@@ -249,4 +260,4 @@ class FlowTransformer(nn.Module):
         key_padding = ~(mask | empty)
         for layer in self.layers:
             h = layer(h, src_key_padding_mask=key_padding)
-        return _zero_padded(self.head(self.norm(h)) * self.coord_scale, mask)
+        return _zero_padded(self.norm(h), mask)
