@@ -25,10 +25,11 @@ augmentation and noise).  Reported per task and variant: the training time
 step-0 evaluation), the monitor's own seconds (``monitor.seconds``, step 0
 included), and
 
-    overhead = (evaluations inside the loop, steps // every) x (median seconds per evaluation)
-               / training seconds without a monitor                      (target <= 10 %)
+    overhead = (median seconds per evaluation) / (every x training seconds per step without a monitor)
+                                                                          (target <= 10 %)
 
-(the step-0 evaluation happens before training and is not counted)
+i.e. the monitor's steady-state share of training time at that interval (the step-0
+evaluation happens before training and does not enter).
 
 plus the difference of training times (with - without) / without as a check (measured
 runs only).  An evaluation is one call of the monitor (flow: one per time in
@@ -148,7 +149,7 @@ def main():
                 "measured": True,
             }
         for d in row["variants"].values():
-            d["overhead"] = d["monitor_s_per_eval"] * (a.steps // d["every"]) / base
+            d["overhead"] = d["monitor_s_per_eval"] / (d["every"] * base / a.steps)
         per_eval = row["variants"]["1x"]["monitor_s_per_eval"]
         for m in MULTIPLES:
             if f"{m}x" in row["variants"]:
@@ -157,7 +158,7 @@ def main():
             n = a.steps // every + 1
             row["variants"][f"{m}x"] = {"every": every, "n_evals": n, "train_s": None, "monitor_s": n * per_eval,
                                         "monitor_s_per_eval": per_eval,
-                                        "overhead": (a.steps // every) * per_eval / base,
+                                        "overhead": per_eval / (every * base / a.steps),
                                         "overhead_from_diff": None, "measured": False}
         rows.append(row)
 

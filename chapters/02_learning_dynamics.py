@@ -24,11 +24,13 @@ DEVICE = "auto"    # "auto" | "cpu" | "cuda"
 THRESHOLD = 2.0    # percent of held-out loss below which we call equivariance "learned"
 
 # %% tags=["remove-cell"]
+import dataclasses
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 
 import equivlib as eq
@@ -37,7 +39,7 @@ from equivlib.config import by_profile, chapter_setup
 from equivlib.plotting import new_figure, set_style
 from equivlib.runs import RunConfig, get_run
 from equivlib.tasks import make_task
-from equivlib.training import float64_copy
+from equivlib.training import float64_copy, masked_mse
 
 t_start = time.perf_counter()
 device, gen = chapter_setup(globals(), known=["THRESHOLD"])
@@ -52,12 +54,17 @@ SIZES = by_profile(
         flow=dict(size="small", steps=600, batch=8, lr=1e-3, monitor=dict(n_elements=8)),
         voxels=dict(size="small", steps=300, batch=8, lr=1e-3, monitor=dict(scheme="finite", n_elements=8)),
         n_evals=12,
+        # Sweeps on the force task, each changing one setting of the forces run above.
+        sweep=dict(n_train=[16, 48], batch=[1, 4], size=["medium"], optim=[("adam", 1e-4), ("sgd", 1e-2)],
+                   monitor=dict(n_elements=4), n_evals=10),
     ),
     full=dict(
         forces=dict(size="base", steps=20000, batch=64, lr=5e-4, monitor=dict(n_elements=16)),
         flow=dict(size="base", steps=20000, batch=32, lr=5e-4, monitor=dict(n_elements=16)),
         voxels=dict(size="base", steps=10000, batch=16, lr=5e-4, monitor=dict(scheme="exhaustive", n_elements=24)),
         n_evals=20,
+        sweep=dict(n_train=[256, 2048], batch=[1, 16], size=["small", "medium"],
+                   optim=[("adam", 5e-5), ("sgd", 1e-2)], monitor=dict(n_elements=8), n_evals=16),
     ),
 )
 TASK_NAMES = ("forces", "flow", "voxels")
@@ -375,6 +382,345 @@ glue("ch2-fig-flow", fig)
 # correlation between $t$ and the percent is {glue:text}`ch2-flow-rho-t:.2f`. Over training,
 # {glue:md}`ch2-flow-never`.
 #
+# ## Is the dip robust to data, model, batch size and optimiser?
+#
+# The paper reports that the early dip is insensitive to how the model is trained: it appears
+# with 500 or 950k training molecules, with batch size 1 or 64, at three model sizes, and with
+# different optimisers, and it happens after a similar number of *steps* whatever the number of
+# epochs. We rerun the force task changing one setting at a time, keeping everything else (seed,
+# held-out set, monitor) as in the run above, which serves as the reference in every panel.
+
+# %% tags=["hide-input"]
+SW = SIZES["sweep"]
+ref_cfg = run_config("forces")
+n_forces_train = tf.info["n_train"]
+
+
+def sweep_config(**change) -> RunConfig:
+    """The forces reference run with one setting changed; a cheaper monitor (fewer elements and evaluations)."""
+    mon = {**SIZES["forces"]["monitor"], **SW["monitor"], "at": eval_steps(ref_cfg.steps, SW["n_evals"])}
+    return dataclasses.replace(ref_cfg, extra={**ref_cfg.extra, "monitor": mon}, **change)
+
+
+def n_params(run) -> int:
+    return sum(p.numel() for p in run.load_model().parameters())
+
+
+ref_label = {"training set": f"all {n_forces_train} conformers", "batch size": f"batch {ref_cfg.batch_size}",
+             "model size": f"{ref_cfg.model_size}", "optimiser": f"{ref_cfg.optimizer} lr {ref_cfg.lr:g}"}
+variants = ([("training set", f"{n} conformers", dict(n_train=n)) for n in SW["n_train"]]
+            + [("batch size", f"batch {b}", dict(batch_size=b)) for b in SW["batch"]]
+            + [("model size", size, dict(model_size=size)) for size in SW["size"] if size != ref_cfg.model_size]
+            + [("optimiser", f"{o} lr {lr:g}", dict(optimizer=o, lr=lr)) for o, lr in SW["optim"]])
+sweep_runs = {(axis, label): get_run(sweep_config(**change), device=device, progress=False)
+              for axis, label, change in variants}
+sweep_runs.update({(axis, ref_label[axis]): runs["forces"] for axis in ref_label})
+ref_params = n_params(runs["forces"])
+
+DIP = 10  # the dip is complete when the percent first falls to 1/DIP of its value at initialisation
+
+
+def dip_step(c: pd.DataFrame):
+    """First evaluated step with percent <= percent at step 0 / DIP (None: never)."""
+    hit = c.loc[c["percent"] <= c["percent"].iloc[0] / DIP, "step"]
+    return None if hit.empty else int(hit.iloc[0])
+
+
+rows = []
+for (axis, label), run in sweep_runs.items():
+    c = run.monitor.sort_values("step").reset_index(drop=True)
+    n_ex = run.config.n_train or n_forces_train
+    epoch = run.config.batch_size / n_ex  # epochs per step
+    d = dip_step(c)
+    if axis == "model size":
+        label = f"{label} ({n_params(run):,} parameters)"
+    rows.append({"axis": axis, "setting": label, "reference": run is runs["forces"],
+                 "% at step 0": c["percent"].iloc[0], f"dip step (÷{DIP})": d,
+                 "dip epoch": None if d is None else d * epoch, "min %": c["percent"].min(),
+                 "final %": c["percent"].iloc[-1], "final loss": c["L"].iloc[-1],
+                 "epochs": run.config.steps * epoch, "_curve": c})
+sweep = pd.DataFrame(rows).sort_values(["axis", "reference"], ascending=[True, False]).reset_index(drop=True)
+assert sweep["min %"].notna().all() and (sweep["final loss"] > 0).all()
+DIPCOL = f"dip step (÷{DIP})"
+runs_once = pd.concat([sweep[~sweep["reference"]], sweep[sweep["reference"]].head(1)])  # the reference once
+sweep_dipped = runs_once[runs_once[DIPCOL].notna()]
+glue("ch2-dip-factor", DIP)
+glue("ch2-sweep-nruns", len(runs_once))
+glue("ch2-sweep-ndipped", len(sweep_dipped))
+glue("ch2-sweep-below", int((runs_once["min %"] < THRESHOLD).sum()))
+glue("ch2-sweep-dip-lo", int(sweep_dipped[DIPCOL].min()) if len(sweep_dipped) else -1)
+glue("ch2-sweep-dip-hi", int(sweep_dipped[DIPCOL].max()) if len(sweep_dipped) else -1)
+glue("ch2-sweep-min-hi", float(runs_once["min %"].max()))
+glue("ch2-sweep-min-hi-setting", runs_once.loc[runs_once["min %"].idxmax(), "setting"])
+not_dipped = runs_once[runs_once[DIPCOL].isna()]
+glue("ch2-sweep-not-dipped", "every run did" if not_dipped.empty else
+     f"all but {', '.join(not_dipped['setting'])} did")
+data_rows = sweep[sweep["axis"] == "training set"]
+glue("ch2-sweep-data-epochs", "; ".join(
+    f"{r['setting']}: " + ("no dip" if pd.isna(r[DIPCOL]) else f"step {int(r[DIPCOL])}, epoch {r['dip epoch']:.1f}")
+    for _, r in data_rows.iterrows()))
+data_dips = data_rows.dropna(subset=[DIPCOL])
+steps_spread = float(data_dips[DIPCOL].max() / data_dips[DIPCOL].min()) if len(data_dips) > 1 else float("nan")
+epoch_spread = float(data_dips["dip epoch"].max() / data_dips["dip epoch"].min()) if len(data_dips) > 1 else float("nan")
+glue("ch2-sweep-steps-spread", steps_spread)
+glue("ch2-sweep-epoch-spread", epoch_spread)
+glue("ch2-sweep-table", sweep.drop(columns=["_curve", "reference"]).style.hide(axis="index")
+     .format("{:.2f}", subset=["% at step 0", "min %", "final %", "epochs"])
+     .format("{:.0f}", subset=[DIPCOL], na_rep="never").format("{:.2f}", subset=["dip epoch"], na_rep="-")
+     .format("{:.3f}", subset=["final loss"]))
+
+fig, axes = new_figure(2, 2, width=4.2, height=3.0)
+for ax, axis in zip(axes.flat, ["training set", "batch size", "model size", "optimiser"]):
+    sub = sweep[sweep["axis"] == axis]
+    for i, (_, r) in enumerate(sub.iterrows()):
+        c = r["_curve"][r["_curve"]["step"] > 0]
+        ax.plot(c["step"], c["percent"], marker="o", ms=2.5, lw=2.2 if r["reference"] else 1.4,
+                color="black" if r["reference"] else f"C{i}", label=r["setting"] + (" (reference)" if r["reference"] else ""))
+    ax.axhline(THRESHOLD, ls="--", color="grey", lw=1)
+    ax.set(xscale="log", yscale="log", title=axis, xlabel="training step", ylabel="% of held-out loss")
+    ax.legend(fontsize=7)
+glue("ch2-fig-sweeps", fig)
+
+# %% [markdown]
+# ```{glue:figure} ch2-fig-sweeps
+# :name: fig-ch2-sweeps
+#
+# Percent of the held-out force loss from equivariance error when one setting of the reference
+# run (black) is changed. Dashed: the threshold.
+# ```
+#
+# ```{glue:figure} ch2-sweep-table
+# :name: tab-ch2-sweeps
+#
+# The sweep runs. *dip step*: the first evaluation at which the percent had fallen to a tenth
+# of its value at initialisation; *dip epoch*: the same in epochs (steps × batch / training-set
+# size); *epochs*: the length of the run.
+# ```
+#
+# We call the dip complete when the percent has fallen to 1/{glue:text}`ch2-dip-factor` of its
+# value at initialisation. Of the {glue:text}`ch2-sweep-nruns` force runs,
+# {glue:md}`ch2-sweep-not-dipped` within the run, between steps
+# {glue:text}`ch2-sweep-dip-lo` and {glue:text}`ch2-sweep-dip-hi`; the percent went below
+# {glue:text}`ch2-threshold`% in {glue:text}`ch2-sweep-below` of them (the force model starts
+# close to it), and the highest minimum, {glue:text}`ch2-sweep-min-hi:.2f`%, belongs to
+# {glue:md}`ch2-sweep-min-hi-setting`. The training-set sizes test the paper's point that the dip
+# is set by steps, not epochs: {glue:md}`ch2-sweep-data-epochs`. Across these sizes the dip step
+# varies by a factor {glue:text}`ch2-sweep-steps-spread:.1f` and the dip epoch by a factor
+# {glue:text}`ch2-sweep-epoch-spread:.1f`.
+#
+# ## Do the latent representations learn the symmetry?
+#
+# Only the output of a model trained with augmentation is pushed towards equivariance. Its
+# internal representations may or may not follow. For a latent map $\phi$ and a rotation $g$ we
+# compare $\cos\big(\phi(g\cdot x), \rho(g)\,\phi(x)\big)$ for the same molecule with
+# $\cos\big(\phi(x_i), \phi(x_j)\big)$ for two different molecules, where $\rho$ is a stated
+# action on the latent ({prf:ref}`def-ch2-latent`).
+#
+# ```{prf:definition} Latent similarity
+# :label: def-ch2-latent
+#
+# The latent $\phi$ *respects* the symmetry with action $\rho$ when
+# $\phi(g\cdot x) = \rho(g)\,\phi(x)$ for all $g$ and $x$, so that the cosine above is 1. With
+# $\rho$ trivial this is invariance. For the U-Net we use two probes: the spatially averaged
+# bottleneck vector with $\rho$ trivial (the paper's probe; averaging removes the grid, so only
+# invariance can be asked of it), and the whole bottleneck map with $\rho(g)$ rotating the grid
+# while treating each channel as a scalar field. An unrelated pair of molecules gives the
+# baseline: a latent that respects the symmetry should be far more similar to its rotated
+# copy than to another molecule.
+# ```
+#
+# For the force field the question has an exact answer: its trunk sees only distances and atom
+# types, so its edge features are invariant by construction, which we verify.
+
+# %% tags=["hide-input"]
+G = eq.cube_group(dtype=torch.float64)
+cls = eq.groups.cube_rotation_classes(G)
+keep = [i for i, c in enumerate(cls) if c != "identity"]
+G, cls = G[keep], [cls[i] for i in keep]
+order = ["90° face", "180° face", "120° vertex", "180° edge", "different molecules"]
+vrun = runs["voxels"]
+lat_tables, lat_sum = [], {}
+for when, step in (("initialisation", 0), ("trained", vrun.checkpoint_steps[-1])):
+    m = float64_copy(vrun.load_model(step))
+    probes = {"pooled bottleneck (invariance)": (lambda v, m=m: m.latent(v, pool="mean"), None),
+              "bottleneck map (equivariance)": (m.bottleneck, eq.VoxelAction())}
+    for probe, (encode, act) in probes.items():
+        with torch.no_grad():
+            sim = eq.latent_similarity(encode, tv.heldout.x, G, eq.VoxelAction(), act, labels=cls)
+        lat_tables.append(sim.table().assign(when=when, probe=probe))
+        lat_sum[(when, probe)] = sim.summary()
+lat = pd.concat(lat_tables, ignore_index=True)
+for (when, probe), sm in lat_sum.items():
+    key = f"ch2-lat-{'init' if when == 'initialisation' else 'trained'}-{'pool' if 'pooled' in probe else 'map'}"
+    glue(f"{key}-same", sm["median_same"])
+    glue(f"{key}-diff", sm["median_different"])
+    glue(f"{key}-auroc", sm["auroc"])
+glue("ch2-lat-nmol", int(tv.heldout.x.shape[0]))
+lat_classes = lat[(lat["when"] == "trained") & (lat["kind"] == "same")].groupby(["probe", "element"])["cos"].median()
+glue("ch2-lat-map-face90", float(lat_classes.loc[("bottleneck map (equivariance)", "90° face")]))
+glue("ch2-lat-map-face180", float(lat_classes.loc[("bottleneck map (equivariance)", "180° face")]))
+
+# Flow matching: is the final per-residue latent invariant?  (If the model were equivariant, the
+# 3 directions its linear head reads would rotate, so full invariance is not expected.)
+flow_lat = {}
+held_t = tp.flow_heldout(0.5)
+Rs = eq.haar_so3(8, generator=torch.Generator().manual_seed(SEED + 11), dtype=torch.float64,
+                 device=held_t.x.device)
+for when, step in (("initialisation", 0), ("trained", runs["flow"].checkpoint_steps[-1])):
+    m = float64_copy(runs["flow"].load_model(step))
+    with torch.no_grad():
+        flow_lat[when] = eq.latent_similarity(m.latent, held_t.x, Rs, eq.VectorAction(), extras=held_t.extras,
+                                              mask=held_t.mask).summary()
+for when, sm in flow_lat.items():
+    k = "init" if when == "initialisation" else "trained"
+    glue(f"ch2-flowlat-{k}-same", sm["median_same"])
+    glue(f"ch2-flowlat-{k}-diff", sm["median_different"])
+
+# The force field's trunk: edge features of a rotated molecule equal the original ones.
+fmodel = float64_copy(runs["forces"].load_model())
+fh = tf.heldout
+with torch.no_grad():
+    fsim = eq.latent_similarity(lambda v, mask, species: fmodel.edge_features(v, mask, species)[0], fh.x,
+                                Rs, eq.VectorAction(), extras=fh.extras)
+edge_gap = float((fsim.same - 1).abs().max())
+assert edge_gap < TOL, f"EScAIP edge features are not invariant: 1 - cos up to {edge_gap:.1e}"
+glue("ch2-lat-edge-gap", edge_gap)
+
+fig, axes = new_figure(2, width=4.6, height=3.3)
+for ax, probe in zip(axes.flat, lat["probe"].unique()):
+    sub = lat[lat["probe"] == probe]
+    sns.boxplot(data=sub, x="element", y="cos", hue="when", order=order, ax=ax, fliersize=1.5, linewidth=0.8)
+    ax.set(title=probe, xlabel="", ylabel="cosine similarity")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.legend(fontsize=7, title=None)
+glue("ch2-fig-latent", fig)
+
+# %% [markdown]
+# ```{glue:figure} ch2-fig-latent
+# :name: fig-ch2-latent
+#
+# U-Net bottleneck latents of {glue:text}`ch2-lat-nmol` held-out noisy molecules under the 23
+# non-trivial cube rotations, grouped by kind of rotation, against pairs of different molecules
+# (right-most box), before and after training. Left: the spatially averaged latent, compared
+# with the latent of the rotated molecule. Right: the whole bottleneck map of the rotated molecule,
+# compared with the rotated map of the original.
+# ```
+#
+# * **Voxel U-Net, pooled latent (the paper's probe).** After training, the median cosine
+#   between a molecule and its rotation is {glue:text}`ch2-lat-trained-pool-same:.3f`, against
+#   {glue:text}`ch2-lat-trained-pool-diff:.3f` for two different molecules (at initialisation
+#   {glue:text}`ch2-lat-init-pool-same:.3f` against {glue:text}`ch2-lat-init-pool-diff:.3f`). The
+#   probability that a rotated copy is closer than an unrelated molecule (AUROC) is
+#   {glue:text}`ch2-lat-trained-pool-auroc:.2f` (0.5: indistinguishable; 1: always closer).
+#   Pooled vectors of small molecules share a large common component, so all cosines are high.
+# * **Voxel U-Net, bottleneck map.** Rotating the map of the original molecule gives a median
+#   cosine of {glue:text}`ch2-lat-trained-map-same:.3f` with the map of the rotated molecule
+#   (different molecules: {glue:text}`ch2-lat-trained-map-diff:.3f`; AUROC
+#   {glue:text}`ch2-lat-trained-map-auroc:.2f`; at initialisation
+#   {glue:text}`ch2-lat-init-map-same:.3f`). By kind of rotation the trained medians are
+#   {glue:text}`ch2-lat-map-face90:.3f` for quarter turns and {glue:text}`ch2-lat-map-face180:.3f`
+#   for half turns about a face axis.
+# * **Flow matching.** The final per-residue latent of a rotated chain (at $t = 0.5$) has a
+#   median cosine of {glue:text}`ch2-flowlat-trained-same:.3f` with the original's, against
+#   {glue:text}`ch2-flowlat-trained-diff:.3f` between different chains
+#   ({glue:text}`ch2-flowlat-init-same:.3f` and {glue:text}`ch2-flowlat-init-diff:.3f` at
+#   initialisation). Only the three directions read by the linear head have to rotate for the
+#   output to be equivariant; the rest of the latent is free.
+# * **Force field.** The largest deviation of the cosine from 1 between edge features of rotated
+#   and original held-out molecules is {glue:text}`ch2-lat-edge-gap:.1e` (float64), so the trunk
+#   is invariant and only the head can break the symmetry, as designed.
+#
+# ## An exactly equivariant baseline and the efficiency gap
+#
+# Whether augmentation is good enough is, in the end, a question about held-out loss per unit
+# of compute. The non-equivariant model pays its equivariance error, which is the percent
+# measured above; an equivariant architecture pays nothing for symmetry but may be slower per
+# step or harder to optimise, the paper's *efficiency gap*. We train an e3nn message-passing
+# force field {cite}`geiger2022e3nn` with about the same number of parameters on the same data,
+# steps, batch size, optimiser and augmented minibatches, and compare held-out loss against
+# training time (monitor evaluations excluded).
+
+# %% tags=["hide-input"]
+e3_run = get_run(dataclasses.replace(ref_cfg, arch="e3nn"), device=device, progress=False)
+es_run = runs["forces"]
+c_es = es_run.monitor.sort_values("step").reset_index(drop=True)
+c_e3 = e3_run.monitor.sort_values("step").reset_index(drop=True)
+e3_pct = float(c_e3["percent"].abs().max())
+assert e3_pct < 1e-12, f"the e3nn model should be equivariant to float64 rounding, percent {e3_pct:.1e}"
+glue("ch2-e3-pct", e3_pct)
+glue("ch2-e3-params", n_params(e3_run))
+glue("ch2-es-params", ref_params)
+ms_es = 1e3 * es_run.train_seconds / es_run.config.steps
+ms_e3 = 1e3 * e3_run.train_seconds / e3_run.config.steps
+glue("ch2-es-ms", ms_es)
+glue("ch2-e3-ms", ms_e3)
+glue("ch2-e3-speed-ratio", ms_e3 / ms_es)
+L_es, L_e3 = float(c_es["L"].iloc[-1]), float(c_e3["L"].iloc[-1])
+glue("ch2-es-final-L", L_es)
+glue("ch2-e3-final-L", L_e3)
+glue("ch2-es-final-Lmean", float(c_es["L_mean"].iloc[-1]))
+glue("ch2-forces-zero-L", float(masked_mse(torch.zeros_like(tf.heldout.y), tf.heldout.y, tf.heldout.mask)))
+
+
+def loss_at(c: pd.DataFrame, seconds: float) -> float:
+    """Held-out loss at a training time, interpolated on log-log axes between evaluations."""
+    c = c[c["train_seconds"] > 0]
+    return float(np.exp(np.interp(np.log(seconds), np.log(c["train_seconds"]), np.log(c["L"]))))
+
+
+def time_to(c: pd.DataFrame, target: float):
+    hit = c[c["L"] <= target]
+    return None if hit.empty else float(hit["train_seconds"].iloc[0])
+
+
+t_common = min(es_run.train_seconds, e3_run.train_seconds)
+glue("ch2-gap-t", t_common)
+glue("ch2-gap-L-es", loss_at(c_es, t_common))
+glue("ch2-gap-L-e3", loss_at(c_e3, t_common))
+t_e3_hits = time_to(c_e3, L_es)
+glue("ch2-gap-e3-reaches", f"reached the augmented model's final loss after {t_e3_hits:.1f} s of training"
+     if t_e3_hits is not None else f"did not reach the augmented model's final loss ({L_es:.3f}) within its "
+     f"{e3_run.config.steps} steps")
+
+fig, axes = new_figure(2, width=4.4)
+for ax, xkey, xlabel in ((axes[0, 0], "train_seconds", "training time (s, monitor excluded)"),
+                         (axes[0, 1], "step", "training step")):
+    for c, name, col in ((c_es, "EScAIP-style + augmentation", "C0"), (c_e3, "e3nn (exactly equivariant)", "C3")):
+        c = c[c[xkey] > 0]
+        ax.plot(c[xkey], c["L"], marker="o", ms=3, color=col, label=name)
+    c = c_es[c_es[xkey] > 0]
+    ax.plot(c[xkey], c["L_mean"], ls=":", color="C0", label="EScAIP-style: $\\mathcal{L}_{mean}$ (its twirled loss)")
+    ax.set(xscale="log", xlabel=xlabel, ylabel="held-out force loss (normalised MSE)")
+axes[0, 0].legend(fontsize=7)
+glue("ch2-fig-gap", fig)
+
+# %% [markdown]
+# ```{glue:figure} ch2-fig-gap
+# :name: fig-ch2-gap
+#
+# Held-out loss of the non-equivariant force field trained with augmentation and of an exactly
+# equivariant e3nn model of similar size, against training time (left) and step (right). Dotted:
+# the loss the augmented model would have if its equivariance error were removed by twirling,
+# $\mathcal L_\text{mean}$.
+# ```
+#
+# The e3nn model ({glue:text}`ch2-e3-params` parameters, against
+# {glue:text}`ch2-es-params`) is equivariant to rounding: its equivariance error is at most
+# {glue:text}`ch2-e3-pct:.1e`% of its loss. Per training step it took
+# {glue:text}`ch2-e3-ms:.1f` ms against {glue:text}`ch2-es-ms:.1f` ms, a ratio of
+# {glue:text}`ch2-e3-speed-ratio:.2f`. After the same number of steps its held-out loss is
+# {glue:text}`ch2-e3-final-L:.3f` against {glue:text}`ch2-es-final-L:.3f` for the augmented model,
+# whose equivariance error accounts for only {glue:text}`ch2-forces-pct-final:.2f`% of that
+# ({glue:text}`ch2-es-final-Lmean:.3f` without it); predicting zero force everywhere scores
+# {glue:text}`ch2-forces-zero-L:.3f`, so both models are still early in learning the task. At equal
+# training time
+# ({glue:text}`ch2-gap-t:.1f` s) the losses are {glue:text}`ch2-gap-L-es:.3f` (augmented) and
+# {glue:text}`ch2-gap-L-e3:.3f` (e3nn); the e3nn model {glue:md}`ch2-gap-e3-reaches`.
+#
+# At this size on a CPU the dense e3nn model is not the 10-100 times slower per step that the paper
+# quotes for large equivariant models on GPUs; the comparison is about which architecture learns
+# more per second here, and the answer is read off the figure rather than assumed.
+#
 # ## What reproduced
 
 # %% tags=["hide-input"]
@@ -391,7 +737,7 @@ v_min_step = int(cv.loc[v_imin, "step"])
 v_lm_fall = float(cv.loc[v_imin, "L_mean"] / cv["L_mean"].iloc[-1])
 v_le_change = float(cv["L_equiv"].iloc[-1] / cv.loc[v_imin, "L_equiv"])
 flow0 = flow_mon[flow_mon["step"] == 0].set_index("t")["percent"]
-dipped = int((per_t["percent"] < flow0).sum())
+flow_dipped = int((per_t["percent"] < flow0).sum())
 settles = {name: settle_step(curves[name], THRESHOLD) for name in TASK_NAMES}
 claims = pd.DataFrame([
     {"claim": "forces: percent falls to ~0.1 % within 1k-10k steps",
@@ -401,8 +747,8 @@ claims = pd.DataFrame([
      "ours": f"min {f_min:.2f} % → final {f_final:.2f} %",
      "verdict": "seen" if f_min_step < int(cf['step'].max()) and f_final > 1.5 * f_min else "not seen"},
     {"claim": "flow: percent drops early at every t",
-     "ours": f"final below initial at {dipped} of {len(per_t)} times",
-     "verdict": verdict(dipped == len(per_t), partly=dipped > 0)},
+     "ours": f"final below initial at {flow_dipped} of {len(per_t)} times",
+     "verdict": verdict(flow_dipped == len(per_t), partly=flow_dipped > 0)},
     {"claim": "flow: least equivariant at t = 0.9 (~6 %), t = 0 lowest (0.04 %)",
      "ours": f"max at t = {t_worst:g} ({per_t['percent'].max():.2f} %); t = 0: {per_t['percent'].iloc[0]:.2f} %; "
              f"Spearman(t, %) = {rho_t:.2f}",
@@ -421,6 +767,31 @@ claims = pd.DataFrame([
                         partly=any(s is not None for s in settles.values()))},
     {"claim": "MSE splits exactly into L_mean + L_equiv on held-out data",
      "ours": f"max violation {max(gaps.values()):.1e}", "verdict": "reproduced"},
+    {"claim": "forces: the dip is robust to training-set size, model size, batch size (incl. 1) and optimiser",
+     "ours": f"percent fell to 1/{DIP} of its initial value in {len(sweep_dipped)} of {len(runs_once)} runs "
+             f"(steps {sweep_dipped[DIPCOL].min():.0f}-{sweep_dipped[DIPCOL].max():.0f})",
+     "verdict": verdict(len(sweep_dipped) == len(runs_once), partly=len(sweep_dipped) > 0)},
+    {"claim": "forces: the dip happens after a similar number of steps whatever the training-set size (not epochs)",
+     "ours": f"spread across {len(data_dips)} training-set sizes: {steps_spread:.1f}x in steps, "
+             f"{epoch_spread:.1f}x in epochs",
+     "verdict": verdict(len(data_dips) > 1 and steps_spread < epoch_spread)},
+    {"claim": "voxels: latents are neither invariant nor equivariant (rotated copy about as similar as "
+              "another molecule: 0.64 vs 0.58)",
+     "ours": f"pooled: {lat_sum[('trained', 'pooled bottleneck (invariance)')]['median_same']:.3f} vs "
+             f"{lat_sum[('trained', 'pooled bottleneck (invariance)')]['median_different']:.3f} "
+             f"(AUROC {lat_sum[('trained', 'pooled bottleneck (invariance)')]['auroc']:.2f}); map: "
+             f"{lat_sum[('trained', 'bottleneck map (equivariance)')]['median_same']:.3f} vs "
+             f"{lat_sum[('trained', 'bottleneck map (equivariance)')]['median_different']:.3f}",
+     "verdict": verdict(lat_sum[("trained", "pooled bottleneck (invariance)")]["auroc"] < 0.95
+                        and lat_sum[("trained", "bottleneck map (equivariance)")]["median_same"] < 0.95)},
+    {"claim": "force field: the trunk's latents are exactly invariant",
+     "ours": f"1 - cos ≤ {edge_gap:.1e}", "verdict": "reproduced"},
+    {"claim": "the augmented model's loss penalty is small, so it can beat an equivariant model per unit of "
+              "compute unless the efficiency gap is narrowed",
+     "ours": f"penalty {float(c_es['percent'].iloc[-1]):.2f} % of its loss; at {t_common:.1f} s of training: "
+             f"loss {loss_at(c_es, t_common):.3f} (augmented) vs {loss_at(c_e3, t_common):.3f} (e3nn); "
+             f"e3nn {ms_e3 / ms_es:.2f}x the time per step",
+     "verdict": "reproduced" if loss_at(c_es, t_common) < loss_at(c_e3, t_common) else "not at this scale"},
 ])
 glue("ch2-claims", claims.style.hide(axis="index"))
 glue("ch2-runtime", time.perf_counter() - t_start)
@@ -449,10 +820,10 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 #   10k-20k steps on the full data caches, monitors with 16 Haar rotations (24 exhaustive cube
 #   rotations for the voxels) and uses the full-resolution 48³ voxel grids and uncropped
 #   protein chains. `-p THRESHOLD 1` changes the threshold; `-p SEED 1` repeats everything.
-# * Planned for this chapter: sweeps over training-set size, model size, batch size and
-#   optimiser / learning rate (the paper's Figs. 2D-F and 3E-H), asking whether the step at
-#   which the dip completes is independent of the epoch, as the paper reports.
-# * Planned: whether latent representations become equivariant (the paper's Sec. 3.5), by
-#   comparing rotated latents with latents of rotated inputs.
-# * Planned: an exactly equivariant e3nn baseline {cite}`geiger2022e3nn` on the force task, to
-#   put the small remaining equivariance error next to the cost in time per step.
+# * The sweeps, the latent probes and the e3nn comparison use the force task and the voxel
+#   U-Net; the same `RunConfig` fields (`n_train`, `batch_size`, `model_size`, `optimizer`, `lr`,
+#   `arch`) apply to every task, and runs are cached under `_build/runs/` for the chapters that
+#   follow.
+# * The open question is *why* the dip is fast: the landscape of $\mathcal L_\text{equiv}$ around these
+#   checkpoints, and the relation between the loss ratio and the gradient-norm ratio that the
+#   monitor can record (`grad_norms=True`).

@@ -40,6 +40,7 @@ __all__ = [
     "check_rotations",
     "generate_group",
     "cube_group",
+    "cube_rotation_classes",
     "cube_subset16",
     "tetrahedral_group",
     "octahedral_group",
@@ -174,6 +175,33 @@ def cube_group(dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
 
 
 octahedral_group = cube_group
+
+
+def cube_rotation_classes(G: torch.Tensor) -> list[str]:
+    """Conjugacy class of each cube rotation in ``G (n, 3, 3)``.
+
+    ``"identity"``, ``"90° face"`` (quarter turn about a face axis),
+    ``"180° face"``, ``"120° vertex"`` (about a body diagonal) or ``"180° edge"``
+    (about an axis through opposite edge midpoints): 1 + 6 + 3 + 8 + 6 elements.
+    """
+    G = torch.as_tensor(G, dtype=torch.float64)
+    if G.ndim != 3 or G.shape[1:] != (3, 3):
+        raise GroupError(f"expected rotations of shape (n, 3, 3), got {tuple(G.shape)}")
+    out = []
+    for R in G:
+        if not torch.allclose(R.abs().sum(0), torch.ones(3, dtype=R.dtype)) or (R.round() - R).abs().max() > 1e-9:
+            raise GroupError("not a rotation of the cube (a signed permutation matrix)")
+        tr = int(round(float(torch.trace(R))))
+        if tr == 3:
+            out.append("identity")
+        elif tr == 1:
+            out.append("90° face")
+        elif tr == 0:
+            out.append("120° vertex")
+        else:  # tr == -1: a half turn; its axis n n^T = (R + I) / 2
+            n_nonzero = int(((R + torch.eye(3, dtype=R.dtype)) / 2).diagonal().abs().gt(1e-9).sum())
+            out.append("180° face" if n_nonzero == 1 else "180° edge")
+    return out
 
 
 def _axis_rotation(axis: int, quarter_turns: int) -> torch.Tensor:

@@ -560,3 +560,18 @@ def test_permutation_action_rejections():
         act.check_elements(symmetric_group(4)[:, None])
     with pytest.raises(GroupError, match="expects size 3 on axis 1"):
         act.apply(symmetric_group(3)[:, None], torch.zeros(1, 4, 3))
+
+
+def test_cube_rotation_classes_are_conjugacy_classes():
+    from collections import Counter
+
+    from equivlib.groups import GroupError, cube_group, cube_rotation_classes
+
+    G = cube_group()
+    labels = cube_rotation_classes(G)
+    assert Counter(labels) == {"identity": 1, "90° face": 6, "180° face": 3, "120° vertex": 8, "180° edge": 6}
+    # conjugation preserves the class
+    for h in G[::5]:
+        assert cube_rotation_classes(h @ G @ h.T) == labels
+    with pytest.raises(GroupError, match="cube"):
+        cube_rotation_classes(torch.eye(3, dtype=torch.float64)[None] * 0.5)
