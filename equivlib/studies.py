@@ -41,7 +41,7 @@ def resampling_study(
     Each repetition draws ``N`` elements per sample *with replacement* from the
     pool — an exact iid sample from that population — and records the plug-in
     and the unbiased estimates, plus the bootstrap standard error of the first
-    repetition for each ``N``.
+    repetition for each ``N`` (skipped with ``n_boot=0``).
 
     Returns ``(table, truth)``: one row per (N, repetition, estimator), and the
     population values.
@@ -58,7 +58,7 @@ def resampling_study(
             Z = Z[:, None]
             for est in ("plugin", "unbiased"):
                 row = {"N": N, "rep": rep, "estimator": est, **_summ(decompose(Z, y, "iid", mask=mask, estimator=est))}
-                if rep == 0:
+                if rep == 0 and n_boot > 0:
                     bs = bootstrap_se(Z, y, "iid", mask=mask, estimator=est, n_boot=n_boot, generator=generator)
                     row.update({f"boot_{k}": v for k, v in bs.items()})
                 rows.append(row)
