@@ -77,7 +77,8 @@ class _LiveBytes(TorchDispatchMode):
 
 
 _BYTES_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_PROBE_MIN_INPUTS = 256  # passes with fewer transformed inputs than this are never split
+_PROBE_MIN_INPUTS = 256  # passes with fewer transformed inputs than this are not probed ...
+_PROBE_MIN_INPUT_MB = 16.0  # ... unless the transformed inputs alone exceed this many MiB (e.g. voxel grids)
 
 
 def estimate_bytes_per_input(model: Callable, x: torch.Tensor, extras: Mapping | None = None) -> float:
@@ -151,7 +152,8 @@ def twisted_predictions(
         Transformed inputs per forward pass.  By default it is chosen so that one
         pass stays under ``memory_budget_mb`` (estimated by
         :func:`estimate_bytes_per_input` when there are at least 256 transformed
-        inputs; fewer always go in one pass); ``memory_budget_mb=None`` means one pass.
+        inputs or they take 16 MiB or more; smaller passes are not split);
+        ``memory_budget_mb=None`` means one pass.
 
     Returns
     -------
@@ -170,7 +172,8 @@ def twisted_predictions(
     N = g.shape[0]
     total = N * B
     if chunk_size is None:
-        if memory_budget_mb is None or total < _PROBE_MIN_INPUTS:
+        input_mb = total * x[:1].numel() * x.element_size() / 2**20
+        if memory_budget_mb is None or (total < _PROBE_MIN_INPUTS and input_mb < _PROBE_MIN_INPUT_MB):
             chunk_size = total
         else:
             # probe on one transformed input: validates x against the action before the model runs

@@ -333,6 +333,23 @@ def test_chunking_respects_memory_budget(generator):
     assert torch.allclose(Z, Z2, atol=1e-13)
 
 
+def test_few_but_large_inputs_are_probed_and_split():
+    """Eight 3D grids of 5 MiB each: fewer than 256 inputs, but too large to go in one pass blindly."""
+    calls = []
+
+    def model(v):
+        calls.append(v.shape[0])
+        return v * 2.0
+
+    x = torch.randn(2, 1, 88, 88, 88, dtype=torch.float64)  # ~5.2 MiB per grid
+    sample = exhaustive(cube_group()[:4])  # 8 transformed inputs, ~42 MiB
+    with torch.no_grad():
+        Z = twisted_predictions(model, x, sample, VoxelAction(), memory_budget_mb=30.0)
+    assert len(calls) > 3 and sum(calls[-(len(calls) - 2):]) == 8  # after the 2 probe calls: split passes
+    assert max(calls[2:]) < 8
+    assert torch.equal(Z, (2 * x)[None, None].expand_as(Z))  # g⁻¹ f(g x) = 2x for this equivariant f
+
+
 def test_twirl_and_gradients_match_loop(generator):
     model = AtomMLP()
     x, y, _ = make_atoms(with_mask=False, generator=generator)
