@@ -148,8 +148,11 @@ def main():
                 "same_final_loss": len({r["final_loss"] for r in rs} | {runs["none"][0]["final_loss"]}) == 1,
                 "measured": True,
             }
+        def overhead(per_eval, every):  # steady-state share of training time at this interval
+            return per_eval / (every * base / a.steps)
+
         for d in row["variants"].values():
-            d["overhead"] = d["monitor_s_per_eval"] / (d["every"] * base / a.steps)
+            d["overhead"] = overhead(d["monitor_s_per_eval"], d["every"])
         per_eval = row["variants"]["1x"]["monitor_s_per_eval"]
         for m in MULTIPLES:
             if f"{m}x" in row["variants"]:
@@ -158,7 +161,7 @@ def main():
             n = a.steps // every + 1
             row["variants"][f"{m}x"] = {"every": every, "n_evals": n, "train_s": None, "monitor_s": n * per_eval,
                                         "monitor_s_per_eval": per_eval,
-                                        "overhead": per_eval / (every * base / a.steps),
+                                        "overhead": overhead(per_eval, every),
                                         "overhead_from_diff": None, "measured": False}
         rows.append(row)
 

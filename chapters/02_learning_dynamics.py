@@ -37,7 +37,7 @@ import equivlib as eq
 from equivlib.book import glue
 from equivlib.config import by_profile, chapter_setup
 from equivlib.plotting import log2_axis, new_figure, set_style
-from equivlib.runs import RunConfig, get_run
+from equivlib.runs import RunConfig, checkpoint_steps, get_run
 from equivlib.studies import resampling_study
 from equivlib.tasks import make_task
 from equivlib.training import float64_copy, masked_mse
@@ -80,16 +80,11 @@ glue("ch2-profile", PROFILE)
 glue("ch2-threshold", THRESHOLD)
 
 
-def eval_steps(steps: int, n: int) -> list[int]:
-    """About ``n`` log-spaced evaluation steps in [1, steps] (the monitor adds multiples of ``eval_every``)."""
-    return sorted({int(s) for s in np.unique(np.round(np.geomspace(1, steps, n)))})
-
-
 def run_config(name: str) -> RunConfig:
     s = SIZES[name]
     return RunConfig(name, model_size=s["size"], profile=PROFILE, seed=SEED, steps=s["steps"],
                      batch_size=s["batch"], lr=s["lr"], eval_every=max(1, s["steps"] // 3), augment=True,
-                     extra={"monitor": {**s["monitor"], "at": eval_steps(s["steps"], SIZES["n_evals"])}})
+                     extra={"monitor": {**s["monitor"], "at": checkpoint_steps(s["steps"], SIZES["n_evals"])}})
 
 
 def settle_step(curve: pd.DataFrame, threshold: float):
@@ -494,7 +489,7 @@ n_forces_train = tf.info["n_train"]
 
 def sweep_config(**change) -> RunConfig:
     """The forces reference run with one setting changed; a cheaper monitor (fewer elements and evaluations)."""
-    mon = {**SIZES["forces"]["monitor"], **SW["monitor"], "at": eval_steps(ref_cfg.steps, SW["n_evals"])}
+    mon = {**SIZES["forces"]["monitor"], **SW["monitor"], "at": checkpoint_steps(ref_cfg.steps, SW["n_evals"])}
     return dataclasses.replace(ref_cfg, extra={**ref_cfg.extra, "monitor": mon}, **change)
 
 
@@ -742,7 +737,7 @@ glue("ch2-fig-latent", fig)
 
 # %% tags=["hide-input"]
 GAP = SIZES["gap"]
-gap_monitor = {**SIZES["forces"]["monitor"], **SW["monitor"], "at": eval_steps(GAP["steps"], GAP["n_evals"])}
+gap_monitor = {**SIZES["forces"]["monitor"], **SW["monitor"], "at": checkpoint_steps(GAP["steps"], GAP["n_evals"])}
 gap_cfg = dataclasses.replace(ref_cfg, steps=GAP["steps"], eval_every=GAP["steps"],
                               extra={**ref_cfg.extra, "monitor": gap_monitor})
 es_run = get_run(gap_cfg, device=device, progress=False)

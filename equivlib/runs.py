@@ -198,15 +198,12 @@ def _load(config: RunConfig, path: Path, device) -> Run:
         torch.load(path / "checkpoints" / f"step_{s}.pt", map_location="cpu", weights_only=True)
     monitor = pd.read_csv(path / "monitor.csv")
     train_log = pd.read_csv(path / "train_log.csv")
-    if monitor.empty or "percent" not in monitor or int(monitor["step"].max()) != _last_eval(config):
+    # the last step is always evaluated (added to the monitor's ``at`` in _train)
+    if monitor.empty or "percent" not in monitor or int(monitor["step"].max()) != config.steps:
         raise ValueError("monitor.csv is incomplete")
     if len(train_log) != config.steps or "seconds" not in train_log:
         raise ValueError("train_log.csv is incomplete")
     return Run(config, path, monitor, train_log, steps, trained=False, device=device)
-
-
-def _last_eval(config: RunConfig) -> int:
-    return config.steps  # the last step is always evaluated (added to the monitor's ``at``)
 
 
 def _train(config: RunConfig, path: Path, device, progress: bool) -> None:

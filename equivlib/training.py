@@ -116,6 +116,7 @@ class EquivarianceMonitor:
         self.records: list[dict] = []
         self.seconds = 0.0
         self.eval_dtype = eval_dtype
+        self._copy = None  # the float64 copy of a model trained in another dtype, made at first use
         self.split = None
         if split is not None:
             name, labels = split
@@ -173,7 +174,7 @@ class EquivarianceMonitor:
         model = self.model
         if next(model.parameters()).dtype == self.eval_dtype:
             return model
-        if getattr(self, "_copy", None) is None:
+        if self._copy is None:
             self._copy = copy.deepcopy(model).to(self.eval_dtype)
             return self._copy.eval()
         with torch.no_grad():
