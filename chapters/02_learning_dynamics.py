@@ -646,6 +646,7 @@ for (when, probe), sm in lat_sum.items():
     glue(f"{key}-diff", sm["median_different"])
     glue(f"{key}-auroc", sm["auroc"])
 glue("ch2-lat-nmol", int(tv.heldout.x.shape[0]))
+glue("ch2-lat-nelem", len(G))
 pool_diff = lat_sum[("trained", "pooled bottleneck (invariance)")]["median_different"]
 glue("ch2-lat-pool-note", f"Even unrelated molecules have a median cosine of {pool_diff:.3f}: the pooled vectors "
      "share a large common component, so the pooled probe has little room to tell molecules apart."
@@ -693,8 +694,8 @@ glue("ch2-fig-latent", fig)
 # ```{glue:figure} ch2-fig-latent
 # :name: fig-ch2-latent
 #
-# U-Net bottleneck latents of {glue:text}`ch2-lat-nmol` held-out noisy molecules under the 23
-# non-trivial cube rotations, grouped by kind of rotation, against pairs of different molecules
+# U-Net bottleneck latents of {glue:text}`ch2-lat-nmol` held-out noisy molecules under the
+# {glue:text}`ch2-lat-nelem` non-trivial cube rotations, grouped by kind of rotation, against pairs of different molecules
 # (right-most box), before and after training. Left: the spatially averaged latent, compared
 # with the latent of the rotated molecule. Right: the whole bottleneck map of the rotated molecule,
 # compared with the rotated map of the original.
@@ -919,8 +920,8 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 # ```{glue:figure} ch2-claims
 # :name: tab-ch2-claims
 #
-# Claims of {cite}`shen2025training` (Sec. 3) checked in this chapter. Our runs are hundreds of
-# steps on a few hundred molecules with tiny models, against 50k-1M steps on up to 1.1M
+# Claims of {cite}`shen2025training` (Sec. 3) checked in this chapter. In the quick profile our
+# runs are hundreds to a few thousand steps on a few hundred molecules with tiny models, against 50k-1M steps on up to 1.1M
 # molecules in the paper, so a claim about what happens after 1k-10k steps can only be
 # *not at this scale* here, not refuted.
 # ```
