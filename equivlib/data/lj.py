@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["AtomsBatch", "lennard_jones_forces", "lennard_jones_clusters"]
+__all__ = ["AtomsBatch", "check_positions_mask", "lennard_jones_forces", "lennard_jones_clusters"]
 
 
 @dataclass
@@ -97,21 +97,48 @@ class AtomsBatch:
         return self.positions.device
 
 
-def check_positions_mask(positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Validate ``positions (B, A, 3)`` (float) and ``mask (B, A) bool``; return the mask (all True if None)."""
+def check_positions_mask(positions: torch.Tensor, mask: torch.Tensor | None = None, *,
+                         name: str = "positions", length: str = "A") -> torch.Tensor:
+    """Validate a padded batch of points and its mask; return the mask.
+
+    The one validator of the padded ``(B, N, 3)`` layout of :class:`AtomsBatch`,
+    used by the data loaders and by every model of :mod:`equivlib.models`.
+
+    Parameters
+    ----------
+    positions : torch.Tensor, shape (B, N, 3), floating point
+    mask : torch.Tensor, shape (B, N), bool, optional
+        ``True`` for real points; ``None`` means every point is real.
+    name, length : str
+        How error messages call the tensor and its point axis (``"x_t"`` and
+        ``"L"`` for residues, say).
+
+    Returns
+    -------
+    torch.Tensor, shape (B, N), bool
+        ``mask`` on the device of ``positions`` (all True if it was ``None``).
+
+    Raises
+    ------
+    TypeError
+        ``positions`` is not a tensor.
+    ValueError
+        A wrong shape or dtype.
+    """
     if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"positions must be a torch.Tensor, got {type(positions).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(positions).__name__}")
     if positions.ndim != 3 or positions.shape[-1] != 3:
-        raise ValueError(f"positions must have shape (B, A, 3), got {tuple(positions.shape)}")
+        raise ValueError(f"{name} must have shape (B, {length}, 3), got {tuple(positions.shape)}")
     if not positions.is_floating_point():
-        raise ValueError(f"positions must be a floating point tensor, got dtype {positions.dtype}")
-    B, A, _ = positions.shape
+        raise ValueError(f"{name} must be a floating point tensor, got dtype {positions.dtype}")
+    B, N, _ = positions.shape
     if mask is None:
-        return torch.ones(B, A, dtype=torch.bool, device=positions.device)
-    if tuple(mask.shape) != (B, A):
-        raise ValueError(f"mask must have shape (B, A) = {(B, A)}, got {tuple(mask.shape)}")
+        return torch.ones(B, N, dtype=torch.bool, device=positions.device)
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (B, N):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must have shape (B, {length}) = {(B, N)}, got {shape}")
     if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor of shape (B, A), got dtype {mask.dtype}")
+        raise ValueError(f"mask must be a bool tensor of shape (B, {length}), got dtype {mask.dtype}")
     return mask.to(positions.device)
 
 

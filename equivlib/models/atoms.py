@@ -29,22 +29,9 @@ from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import FullyConnectedNet, Gate
 
-from ..data.lj import check_positions_mask
+from ._common import check_positions_mask, check_species, key_padding_mask, smooth_cutoff, zero_padded
 
-__all__ = ["MLPForceField", "AtomTransformer", "E3ForceField", "check_inputs"]
-
-
-def check_inputs(positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Validate ``positions (B, A, 3)`` and ``mask (B, A) bool``; return the mask.
-
-    ``mask=None`` means every atom is real.  Same checks as the data loaders.
-    """
-    return check_positions_mask(positions, mask)
-
-
-def _zero_padded(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # torch.where (not multiplication) so that NaN/inf at padded atoms cannot leak.
-    return torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+__all__ = ["MLPForceField", "AtomTransformer", "E3ForceField"]
 
 
 class MLPForceField(nn.Module):
@@ -98,15 +85,15 @@ class MLPForceField(nn.Module):
         torch.Tensor, shape (B, A, 3)
             Zero at padded atoms.
         """
-        mask = check_inputs(positions, mask)
+        mask = check_positions_mask(positions, mask)
         B, A, _ = positions.shape
         if A > self.max_atoms:
             raise ValueError(f"positions has A={A} atoms but the model was built for max_atoms={self.max_atoms}")
-        x = _zero_padded(positions, mask)
+        x = zero_padded(positions, mask)
         if A < self.max_atoms:
             x = torch.nn.functional.pad(x, (0, 0, 0, self.max_atoms - A))
         out = self.net(x.reshape(B, 3 * self.max_atoms)).reshape(B, self.max_atoms, 3)[:, :A]
-        return _zero_padded(out, mask)
+        return zero_padded(out, mask)
 
 
 class AtomTransformer(nn.Module):
@@ -165,20 +152,11 @@ class AtomTransformer(nn.Module):
         torch.Tensor, shape (B, A, 3)
             Zero at padded atoms.
         """
-        mask = check_inputs(positions, mask)
-        h = self.embed(_zero_padded(positions, mask))
-        # A cluster with no real atom would make every key masked (NaN softmax):
-        # let it attend to its (zeroed) padding instead; its outputs are zeroed below.
-        empty = ~mask.any(dim=1, keepdim=True)
-        key_padding = ~(mask | empty)
-        h = self.encoder(h, src_key_padding_mask=key_padding)
-        return _zero_padded(self.head(h), mask)
-
-
-def _smooth_cutoff(r: torch.Tensor, r_max: float) -> torch.Tensor:
-    """Cosine envelope: 1 at r=0, 0 for r >= r_max, C^1 at both ends."""
-    u = (r / r_max).clamp(max=1.0)
-    return 0.5 * (1.0 + torch.cos(math.pi * u))
+        mask = check_positions_mask(positions, mask)
+        h = self.embed(zero_padded(positions, mask))
+        # a cluster without real atoms attends to its zeroed padding; its outputs are zeroed below
+        h = self.encoder(h, src_key_padding_mask=key_padding_mask(mask))
+        return zero_padded(self.head(h), mask)
 
 
 class _Convolution(nn.Module):
@@ -349,7 +327,7 @@ class E3ForceField(nn.Module):
             Bad shapes, or ``species`` missing / given when not expected /
             not an integer ``(B, A)`` tensor / out of ``[0, n_species)``.
         """
-        mask = check_inputs(positions, mask)
+        mask = check_positions_mask(positions, mask)
         h = self._initial_features(positions, mask, species)
         B, A, _ = positions.shape
         eye = torch.eye(A, dtype=torch.bool, device=positions.device)
@@ -362,12 +340,12 @@ class E3ForceField(nn.Module):
         sh = o3.spherical_harmonics(self.irreps_sh, vec, normalize=True, normalization="component")
         basis = soft_one_hot_linspace(r, 0.0, self.r_max, self.n_basis, basis="smooth_finite", cutoff=True)
         basis = basis * math.sqrt(self.n_basis)
-        edge_weight = _smooth_cutoff(r, self.r_max)
+        edge_weight = smooth_cutoff(r, self.r_max)
 
         for conv, gate in zip(self.convs, self.gates):
             h = gate(conv(h, edge, sh, basis, edge_weight))
         out = self.output(h, edge, sh, basis, edge_weight)
-        return _zero_padded(out, mask)
+        return zero_padded(out, mask)
 
     def _initial_features(self, positions: torch.Tensor, mask: torch.Tensor,
                           species: torch.Tensor | None) -> torch.Tensor:
@@ -381,8 +359,6 @@ class E3ForceField(nn.Module):
         if species is None:
             raise ValueError(f"species (B, A) is required: this E3ForceField was built with "
                              f"n_species={self.n_species}")
-        from .escaip import check_species  # escaip imports this module
-
         species = check_species(species, mask, self.n_species)  # 0 at padded atoms
         return self.species_embed(species).to(positions.dtype)
 

@@ -34,28 +34,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .atoms import _smooth_cutoff, _zero_padded, check_inputs
+from ._common import check_positions_mask, check_species, smooth_cutoff, zero_padded
 
-__all__ = ["EScAIPForceField", "check_species"]
-
-
-def check_species(species: torch.Tensor | None, mask: torch.Tensor, n_species: int) -> torch.Tensor:
-    """Validate ``species (B, A)`` (integer indices ``< n_species``); return it as long.
-
-    ``species=None`` means a single species (index 0 everywhere).  Entries at
-    padded atoms (``mask`` False) are ignored (replaced by 0).
-    """
-    B, A = mask.shape
-    if species is None:
-        return torch.zeros(B, A, dtype=torch.long, device=mask.device)
-    if not isinstance(species, torch.Tensor) or tuple(species.shape) != (B, A) or species.is_floating_point():
-        shape = tuple(species.shape) if isinstance(species, torch.Tensor) else type(species).__name__
-        raise ValueError(f"species must be an integer tensor of shape (B, A) = {(B, A)}, got {shape}")
-    species = torch.where(mask, species.long(), torch.zeros((), dtype=torch.long, device=species.device))
-    if species.numel() and (int(species.min()) < 0 or int(species.max()) >= n_species):
-        raise ValueError(f"species must lie in [0, n_species={n_species}) at real atoms, got range "
-                         f"[{int(species.min())}, {int(species.max())}]")
-    return species
+__all__ = ["EScAIPForceField"]
 
 
 class _NeighbourLayer(nn.Module):
@@ -135,8 +116,8 @@ class EScAIPForceField(nn.Module):
     invariant to rotations, translations and reflections (and permutation
     equivariant); the model is translation-invariant and permutation-equivariant,
     and rotation-equivariant exactly when the head lies in ``W_E``
-    (see :meth:`project_head_`).  The cosine envelope of
-    :mod:`equivlib.models.atoms` multiplies ``h`` and biases the attention
+    (see :meth:`project_head_`).  The cosine envelope (the one
+    :class:`~equivlib.models.E3ForceField` uses) multiplies ``h`` and biases the attention
     logits by ``log envelope``, so forces are continuous as atoms cross ``r_max``.
 
     Parameters are drawn from torch's global generator; the three head columns
@@ -171,7 +152,7 @@ class EScAIPForceField(nn.Module):
     # ------------------------------------------------------------------ trunk
     def _geometry(self, positions: torch.Tensor, mask: torch.Tensor):
         B, A, _ = positions.shape
-        x = _zero_padded(positions, mask)  # NaN/inf at padding cannot leak (nor into gradients)
+        x = zero_padded(positions, mask)  # NaN/inf at padding cannot leak (nor into gradients)
         eye = torch.eye(A, dtype=torch.bool, device=x.device)
         vec = x[:, None, :, :] - x[:, :, None, :]  # (B, A, A, 3): x_j - x_i
         d2 = (vec * vec).sum(-1)
@@ -179,7 +160,7 @@ class EScAIPForceField(nn.Module):
         r = torch.where(edge, d2, torch.ones((), dtype=d2.dtype, device=d2.device)).sqrt()
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         unit = torch.where(edge[..., None], vec / r[..., None], zero)
-        env = torch.where(edge, _smooth_cutoff(r, self.r_max), zero)
+        env = torch.where(edge, smooth_cutoff(r, self.r_max), zero)
         return edge, r, unit, env
 
     def edge_features(self, positions: torch.Tensor, mask: torch.Tensor | None = None,
@@ -203,7 +184,7 @@ class EScAIPForceField(nn.Module):
         edge : torch.Tensor, shape (B, A, A), bool
             Which pairs are edges.
         """
-        mask = check_inputs(positions, mask)
+        mask = check_positions_mask(positions, mask)
         species = check_species(species, mask, self.n_species)
         B, A, _ = positions.shape
         edge, r, unit, env = self._geometry(positions, mask)
@@ -243,10 +224,10 @@ class EScAIPForceField(nn.Module):
         torch.Tensor, shape (B, A, 3)
             Zero at padded atoms.
         """
-        mask = check_inputs(positions, mask)
+        mask = check_positions_mask(positions, mask)
         h, unit, _ = self.edge_features(positions, mask, species)
         out = torch.einsum("bijk,bijd,dk->bik", unit, h, self.head)
-        return _zero_padded(out, mask)
+        return zero_padded(out, mask)
 
     # ------------------------------------------------------------------ head analysis
     def head_weights(self) -> torch.Tensor:

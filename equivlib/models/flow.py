@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .atoms import _zero_padded
+from ._common import check_positions_mask, key_padding_mask, zero_padded
 
 __all__ = ["FlowTransformer", "interpolate", "target_velocity", "flow_matching_batch", "FLOW_TIMES"]
 
@@ -34,19 +34,9 @@ __all__ = ["FlowTransformer", "interpolate", "target_velocity", "flow_matching_b
 FLOW_TIMES = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99)
 
 
-def _check_points(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must have shape (B, L, 3), got {shape}")
-
-
-def _check_mask(mask: torch.Tensor | None, B: int, L: int, device) -> torch.Tensor:
-    if mask is None:
-        return torch.ones(B, L, dtype=torch.bool, device=device)
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (B, L) or mask.dtype != torch.bool:
-        shape = (tuple(mask.shape), mask.dtype) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a bool tensor of shape (B, L) = {(B, L)}, got {shape}")
-    return mask
+def _check_points(x: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`~equivlib.data.lj.check_positions_mask` for ``(B, L, 3)`` residues; returns the mask."""
+    return check_positions_mask(x, mask, name=name, length="L")
 
 
 def _time_column(t, B: int, like: torch.Tensor) -> torch.Tensor:
@@ -121,11 +111,8 @@ def flow_matching_batch(x1: torch.Tensor, mask: torch.Tensor | None = None,
     translation signal.  Its law is rotation-invariant, hence at fixed ``t``
     rotating ``(x_t, v_target)`` together maps the task onto itself.
     """
-    _check_points(x1, "x1")
+    mask = _check_points(x1, "x1", mask)
     B, L, _ = x1.shape
-    mask = _check_mask(mask, B, L, x1.device)
-    if not x1.is_floating_point():
-        raise ValueError(f"x1 must be floating point, got {x1.dtype}")
     noise = torch.randn(B, L, 3, generator=generator, dtype=torch.float64) * float(noise_scale)
     m = mask.cpu()[..., None].to(torch.float64)
     n_real = m.sum(1, keepdim=True).clamp(min=1.0)
@@ -135,8 +122,8 @@ def flow_matching_batch(x1: torch.Tensor, mask: torch.Tensor | None = None,
         t = torch.rand(B, generator=generator, dtype=torch.float64).to(dtype=x1.dtype, device=x1.device)
     else:
         t = _time_column(t, B, x1).clone()
-    x1 = _zero_padded(x1, mask)
-    return _zero_padded(interpolate(x0, x1, t), mask), t, _zero_padded(target_velocity(x0, x1), mask)
+    x1 = zero_padded(x1, mask)
+    return zero_padded(interpolate(x0, x1, t), mask), t, zero_padded(target_velocity(x0, x1), mask)
 
 
 class FourierTimeEmbedding(nn.Module):
@@ -236,9 +223,9 @@ class FlowTransformer(nn.Module):
         torch.Tensor, shape (B, L, 3)
             Zero at padded residues.
         """
-        h = self.latent(x_t, t, mask)  # validates the inputs
-        mask = _check_mask(mask, x_t.shape[0], x_t.shape[1], x_t.device)
-        return _zero_padded(self.head(h) * self.coord_scale, mask)
+        mask = _check_points(x_t, "x_t", mask)
+        h = self.latent(x_t, t, mask)
+        return zero_padded(self.head(h) * self.coord_scale, mask)
 
     def latent(self, x_t: torch.Tensor, t, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The final per-residue representation the linear head reads, ``(B, L, d_model)``, zero at padding.
@@ -247,17 +234,15 @@ class FlowTransformer(nn.Module):
         3-dimensional part of the latent that the head sees must rotate with
         the input; the other ``d_model - 3`` directions are unconstrained.
         """
-        _check_points(x_t, "x_t")
+        mask = _check_points(x_t, "x_t", mask)
         B, L, _ = x_t.shape
         if L > self.max_len:
             raise ValueError(f"x_t has L={L} residues but the model was built for max_len={self.max_len}")
-        mask = _check_mask(mask, B, L, x_t.device)
         t = _time_column(t, B, x_t)
-        x = _zero_padded(x_t, mask) / self.coord_scale
+        x = zero_padded(x_t, mask) / self.coord_scale
         idx = torch.arange(L, device=x_t.device)
         h = self.embed(x) + self.pos_embed(idx)[None] + self.time_embed(t)[:, None, :]
-        empty = ~mask.any(dim=1, keepdim=True)  # all keys masked would give NaN: see AtomTransformer
-        key_padding = ~(mask | empty)
+        key_padding = key_padding_mask(mask)
         for layer in self.layers:
             h = layer(h, src_key_padding_mask=key_padding)
-        return _zero_padded(self.norm(h), mask)
+        return zero_padded(self.norm(h), mask)
