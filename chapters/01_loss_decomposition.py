@@ -25,7 +25,7 @@ DEVICE = "auto"    # "auto" | "cpu" | "cuda"
 N_GRID = [2, 4, 8, 16, 32, 64]  # numbers of rotations N for the estimator study
 RELAX_STEPS = 20   # gradient steps relaxing each random cluster (0: raw samples, heavy-tailed forces)
 
-# %% tags=["remove-cell"]
+# %% tags=["hide-input"]
 import time
 
 import matplotlib.pyplot as plt
@@ -35,7 +35,8 @@ import seaborn as sns
 import torch
 
 import equivlib as eq
-from equivlib.book import glue
+from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
+from equivlib.curves import settle_step
 from equivlib.config import by_profile, chapter_setup
 from equivlib.data import lennard_jones_clusters
 from equivlib.models import AtomTransformer, E3ForceField, MLPForceField
@@ -328,9 +329,7 @@ log = train(student, train_data, steps=SIZES["steps"], batch_size=SIZES["batch"]
 student64 = float64_copy(student)  # all measurements below use this float64 copy
 curve = monitor.table()
 final = curve.iloc[-1]
-above2 = curve.loc[(curve["step"] > 0) & (curve["percent"] >= 2), "step"]
-later = curve.loc[curve["step"] > (above2.max() if len(above2) else 0), "step"]
-settled = int(later.min()) if len(later) else None
+settled = settle_step(curve, 2.0, start=1)  # initialisation excluded
 glue("ch1-train-steps", SIZES["steps"])
 glue("ch1-pct-final", float(final["percent"]))
 glue("ch1-pct-final-se", float(final["se_percent"]))
@@ -589,25 +588,25 @@ glue("ch1-post-tet-pct", float(post.loc["tetrahedral (12)", "percent"]))
 # ## What reproduced
 
 # %% tags=["hide-input"]
-claims = pd.DataFrame([
-    {"claim": "MSE splits exactly into L_mean + L_equiv (Prop. 1)",
-     "ours": f"max violation {identity['max |L-L_mean-L_equiv|'].max():.1e}", "verdict": "reproduced"},
-    {"claim": "exactly equivariant models have L_equiv = 0",
-     "ours": f"e3nn: {identity.loc['e3nn', 'percent']:.1e} % of loss", "verdict": "reproduced"},
-    {"claim": "plug-in L_equiv biased by (N-1)/N; Bessel-corrected unbiased (App. D.6)",
-     "ours": f"bias at N={min(N_GRID)}: {float(plug['bias'].iloc[0]):+.3f}; corrected within {z_unbiased:.1f} SE",
-     "verdict": "reproduced"},
-    {"claim": "5-10 rotations give a stable estimate (App. B.1)",
-     "ours": f"SE of percent at N={int(row10['N'])}: {float(study[(study.N == row10['N']) & (study.estimator == 'unbiased')]['percent'].std()):.3f} pp",
-     "verdict": "reproduced" if float(study[(study.N == row10['N']) & (study.estimator == 'unbiased')]['percent'].std()) < 0.1 * truth["percent"] else "not at this scale"},
-    {"claim": "augmented training drives equivariance error to ≤ 2 % of the loss",
-     "ours": f"{float(final['percent']):.2f} % after {SIZES['steps']} steps",
-     "verdict": "reproduced" if float(final["percent"]) <= 2 else "not at this scale"},
-    {"claim": "(ours) rotated designs cut the SE ≥ 3× at equal N",
-     "ours": f"{pairs['SE ratio (Haar / design)'].min():.1f}-{pairs['SE ratio (Haar / design)'].max():.1f}×",
-     "verdict": "holds" if pairs["SE ratio (Haar / design)"].min() >= 3 else "partly"},
+se10 = float(study[(study.N == row10['N']) & (study.estimator == 'unbiased')]['percent'].std())
+se_ratio = pairs["SE ratio (Haar / design)"]
+claims = claims_table([
+    Claim("MSE splits exactly into L_mean + L_equiv (Prop. 1)",
+          f"max violation {identity['max |L-L_mean-L_equiv|'].max():.1e}",
+          verdict(bool((identity["max |L-L_mean-L_equiv|"] < TOL).all()), no="not reproduced")),
+    Claim("exactly equivariant models have L_equiv = 0", f"e3nn: {identity.loc['e3nn', 'percent']:.1e} % of loss",
+          verdict(bool(identity.loc["e3nn", "L_equiv"] < TOL * identity.loc["e3nn", "L"]), no="not reproduced")),
+    Claim("plug-in L_equiv biased by (N-1)/N; Bessel-corrected unbiased (App. D.6)",
+          f"bias at N={min(N_GRID)}: {float(plug['bias'].iloc[0]):+.3f}; corrected within {z_unbiased:.1f} SE",
+          verdict(bool(z_unbiased < 4), no="not reproduced")),
+    Claim("5-10 rotations give a stable estimate (App. B.1)", f"SE of percent at N={int(row10['N'])}: {se10:.3f} pp",
+          verdict(se10 < 0.1 * truth["percent"])),
+    Claim("augmented training drives equivariance error to ≤ 2 % of the loss",
+          f"{float(final['percent']):.2f} % after {SIZES['steps']} steps", verdict(float(final["percent"]) <= 2)),
+    Claim("(ours) rotated designs cut the SE ≥ 3× at equal N", f"{se_ratio.min():.1f}-{se_ratio.max():.1f}×",
+          verdict(bool(se_ratio.min() >= 3), yes="holds", no="partly")),
 ])
-glue("ch1-claims", claims.style.hide(axis="index"))
+glue_claims("ch1-claims", claims)
 glue("ch1-runtime", time.perf_counter() - t_start)
 
 # %% [markdown]

@@ -1,12 +1,18 @@
-"""Seeds, devices, profiles and chapter parameters: set in one place.
+"""Seeds, devices, threads, profiles and chapter parameters: set in one place.
 
 Every chapter calls :func:`chapter_setup` right after its papermill
 ``parameters`` cell; every test and benchmark seeds through :func:`seed_everything`.
+Every seed derived from a chapter's ``SEED`` (a second generator, a noise
+stream, a data split) comes from :func:`derived_seed` / :func:`derived_generator`
+with a key naming its purpose, never from ``SEED + 7``; every device string goes
+through :func:`resolve_device`; torch's thread count is set only by
+:func:`set_threads` (called by :func:`chapter_setup` and the benchmarks).
 """
 from __future__ import annotations
 
 import os
 import random
+import zlib
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -35,6 +41,55 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ParameterError("DEVICE='cuda' was requested but torch sees no CUDA device")
     return torch.device(device)
+
+
+def _seed_part(v) -> int:
+    if isinstance(v, str):
+        return zlib.crc32(v.encode())  # stable across processes (unlike hash())
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ParameterError(f"seed parts must be integers or strings, got {v!r}")
+    return int(v)
+
+
+def derived_seed(*values: int | str) -> int:
+    """A deterministic 31-bit seed in ``[2, 2**31)`` from integers and strings (e.g. seed, index, purpose).
+
+    ``derived_seed(SEED, "ch2-identity")`` gives an independent stream per
+    purpose; the same values always give the same seed.  Strings enter through
+    their CRC-32.  RDKit's ETKDG treats seeds 0 and 1 alike and, in
+    ``EmbedMultipleConfs``, seed 0 gives identical conformers; seeds from here
+    are always >= 2.
+    """
+    if not values:
+        raise ParameterError("derived_seed needs at least one value")
+    ss = np.random.SeedSequence([_seed_part(v) for v in values])
+    return int(ss.generate_state(1, dtype=np.uint32)[0] % (2**31 - 2)) + 2
+
+
+def derived_generator(*values: int | str, device=None) -> torch.Generator:
+    """A ``torch.Generator`` seeded with :func:`derived_seed` of ``values`` (on ``device``, default CPU)."""
+    g = torch.Generator() if device is None else torch.Generator(device=resolve_device(device))
+    return g.manual_seed(derived_seed(*values))
+
+
+def set_threads(n: int | None) -> None:
+    """Set torch's intra-op thread count (``None``: leave it); ``EQUIVLIB_THREADS`` overrides ``n``.
+
+    On a busy machine small models lose badly to thread contention:
+    ``EQUIVLIB_THREADS=1 make book`` pins every chapter to one thread.
+    """
+    env = os.environ.get("EQUIVLIB_THREADS")
+    if env:
+        n = env
+    if n is None:
+        return
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ParameterError(f"thread count must be a positive integer, got {n!r}") from None
+    if n < 1:
+        raise ParameterError(f"thread count must be a positive integer, got {n!r}")
+    torch.set_num_threads(n)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -84,12 +139,15 @@ def check_parameters(namespace: Mapping[str, Any], known: Iterable[str]) -> None
         )
 
 
-def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str]) -> tuple[torch.device, torch.Generator]:
-    """Validate a chapter's parameters, seed everything and pick the device.
+def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str], *, cpu_threads: int | None = None
+                  ) -> tuple[torch.device, torch.Generator]:
+    """Validate a chapter's parameters, seed everything, pick the device and set the threads.
 
     ``namespace`` is the notebook's ``globals()``; ``known`` the names of its
     parameters (which must include ``PROFILE``, ``SEED`` and ``DEVICE``).
-    Returns ``(device, generator)``.
+    ``cpu_threads`` pins torch's thread count when the chapter runs on the CPU
+    (e.g. 1 for chapters of tiny batched kernels, where threads only contend);
+    ``EQUIVLIB_THREADS`` overrides it.  Returns ``(device, generator)``.
     """
     known = set(known) | {"PROFILE", "SEED", "DEVICE"}
     if namespace.get("_equivlib_setup_done"):
@@ -103,8 +161,6 @@ def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str]) -> tuple[t
     check_profile(namespace["PROFILE"])
     generator = seed_everything(namespace["SEED"])
     device = resolve_device(namespace["DEVICE"])
-    threads = os.environ.get("EQUIVLIB_THREADS")
-    if threads:  # e.g. EQUIVLIB_THREADS=1 on a busy machine: small models lose to thread contention
-        torch.set_num_threads(int(threads))
+    set_threads(cpu_threads if device.type == "cpu" else None)
     torch.use_deterministic_algorithms(True, warn_only=True)
     return device, generator

@@ -42,6 +42,7 @@ __all__ = [
     "cube_group",
     "cube_rotation_classes",
     "cube_subset16",
+    "element_indices",
     "tetrahedral_group",
     "octahedral_group",
     "icosahedral_group",
@@ -202,6 +203,22 @@ def cube_rotation_classes(G: torch.Tensor) -> list[str]:
             n_nonzero = int(((R + torch.eye(3, dtype=R.dtype)) / 2).diagonal().abs().gt(1e-9).sum())
             out.append("180° face" if n_nonzero == 1 else "180° edge")
     return out
+
+
+def element_indices(group: torch.Tensor, elements: torch.Tensor, atol: float = 1e-9) -> torch.Tensor:
+    """Index in ``group (G, 3, 3)`` of each matrix of ``elements (K, 3, 3)``, shape ``(K,)``.
+
+    Raises :class:`GroupError` naming the first element that is not in the group.
+    """
+    if group.ndim != 3 or elements.ndim != 3 or group.shape[1:] != elements.shape[1:]:
+        raise GroupError(f"need group (G, d, d) and elements (K, d, d) of the same d, got {tuple(group.shape)} "
+                         f"and {tuple(elements.shape)}")
+    dist = (group[None] - elements[:, None].to(group)).abs().flatten(2).amax(2)  # (K, G)
+    best, idx = dist.min(1)
+    bad = torch.nonzero(best > atol).flatten()
+    if len(bad):
+        raise GroupError(f"element {int(bad[0])} is not in the group (closest differs by {float(best[bad[0]]):.2e})")
+    return idx
 
 
 def _axis_rotation(axis: int, quarter_turns: int) -> torch.Tensor:

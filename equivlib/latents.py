@@ -27,14 +27,14 @@ elements of all samples go through one batched call of ``φ``::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
 
 from .groups import Action, GroupError
 
-__all__ = ["LatentSimilarity", "latent_similarity", "pairwise_cosines"]
+__all__ = ["LatentSimilarity", "latent_similarity", "latent_study", "pairwise_cosines"]
 
 
 def pairwise_cosines(z: torch.Tensor) -> torch.Tensor:
@@ -155,3 +155,34 @@ def latent_similarity(
         zg, target, z0 = zg - mu, target - mu, z0 - mu
     same = torch.nn.functional.cosine_similarity(zg, target, dim=-1)
     return LatentSimilarity(same, pairwise_cosines(z0), labels)
+
+
+def latent_study(
+    probes: Mapping[tuple, tuple[Callable, Action | None]],
+    x: torch.Tensor,
+    elements: torch.Tensor,
+    action_in: Action,
+    *,
+    key_names: Sequence[str] = ("when", "probe"),
+    **kwargs,
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`latent_similarity` for several encoders (checkpoints, latents) on the same inputs.
+
+    ``probes[key] = (encode, action_latent)``, where each key is a tuple with
+    one entry per name in ``key_names`` (e.g. ``("trained", "pooled")``).
+    ``kwargs`` go to :func:`latent_similarity` (``labels``, ``extras``,
+    ``mask``...).  Returns the tables of all probes concatenated, with one
+    column per key name, and ``{key: summary}``.  Runs without gradients.
+    """
+    if not probes:
+        raise ValueError("latent_study needs at least one probe")
+    tables, summaries = [], {}
+    for key, (encode, action_latent) in probes.items():
+        key = tuple(key)
+        if len(key) != len(key_names):
+            raise ValueError(f"probe key {key!r} must have one entry per key name {tuple(key_names)}")
+        with torch.no_grad():
+            sim = latent_similarity(encode, x, elements, action_in, action_latent, **kwargs)
+        tables.append(sim.table().assign(**dict(zip(key_names, key))))
+        summaries[key] = sim.summary()
+    return pd.concat(tables, ignore_index=True), summaries

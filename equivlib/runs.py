@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .config import ParameterError, check_profile
+from .config import ParameterError, check_profile, resolve_device
 from .tasks import check_arch, check_size, check_task, make_model, make_task
 from .training import train
 
@@ -132,6 +132,18 @@ class RunConfig:
         h = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return f"{self.task}-{self.model_size}-{self.profile}-s{self.seed}-{h}"
 
+    def replace(self, *, monitor: dict | None = None, **change) -> "RunConfig":
+        """A copy with fields changed; ``monitor`` updates the monitor keywords in ``extra["monitor"]``.
+
+        ``config.replace(batch_size=1, monitor={"n_elements": 4})`` keeps every
+        other setting, including the rest of the monitor's keywords.
+        """
+        if monitor is not None:
+            extra = {**change.pop("extra", self.extra)}
+            extra["monitor"] = {**(extra.get("monitor") or {}), **monitor}
+            change["extra"] = extra
+        return dataclasses.replace(self, **change)
+
     def checkpoints(self) -> list[int]:
         steps = self.extra.get("checkpoints")
         if steps is None:
@@ -150,6 +162,11 @@ class Run:
     device: torch.device = torch.device("cpu")
 
     @property
+    def n_parameters(self) -> int:
+        """Number of parameters of the run's model (all tensors in ``model.parameters()``)."""
+        return sum(p.numel() for p in self.load_model().parameters())
+
+    @property
     def train_seconds(self) -> float:
         """Wall-clock seconds of training, monitor evaluations excluded (``log["seconds"]`` at the last step)."""
         return float(self.log["seconds"].iloc[-1]) if len(self.log) else 0.0
@@ -159,7 +176,7 @@ class Run:
         step = self.checkpoint_steps[-1] if step is None else int(step)
         if step not in self.checkpoint_steps:
             raise ParameterError(f"no checkpoint at step {step}; have {self.checkpoint_steps}")
-        device = self.device if device is None else torch.device(device)
+        device = self.device if device is None else resolve_device(device)
         model = make_model(self.config.task, self.config.model_size, device=device, arch=self.config.arch)
         state = torch.load(self.path / "checkpoints" / f"step_{step}.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
@@ -264,7 +281,7 @@ def get_run(config: RunConfig, cache_dir="_build/runs", force: bool = False, pro
     """
     if not isinstance(config, RunConfig):
         raise ParameterError(f"get_run needs a RunConfig, got {type(config).__name__}")
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = torch.device("cpu") if device is None else resolve_device(device)
     path = Path(cache_dir) / config.key
     if path.exists() and not force:
         try:

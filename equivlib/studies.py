@@ -6,16 +6,20 @@ readable and other chapters (and users) can run them on their own models.
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .groups import Action, GroupSample
+from .curves import check_curve, dip_step
+from .groups import Action, GroupSample, element_indices, exhaustive
+from .training import float64_copy
 from .twirl import TwirledModel, bootstrap_se, decompose, twisted_predictions
 
-__all__ = ["resampling_study", "scheme_study", "twirled_inference_study"]
+__all__ = ["resampling_study", "scheme_study", "twirled_inference_study", "checkpoint_split_study",
+           "CheckpointSplit", "sweep_table"]
 
 
 def _summ(d) -> dict:
@@ -134,4 +138,107 @@ def twirled_inference_study(
             rows.append({"twirl": name, "inner_N": n_inner, "seconds": sorted(times)[len(times) // 2], **_summ(d)})
     df = pd.DataFrame(rows)
     df["cost_ratio"] = df["seconds"] / float(df.loc[df["twirl"] == "none", "seconds"].iloc[0])
+    return df
+
+
+@dataclass
+class CheckpointSplit:
+    """Result of :func:`checkpoint_split_study`.
+
+    ``table``: one row per checkpoint with the exact percent over the whole
+    group (``exact %``), the plug-in percent over the fixed subset (``subset %``,
+    when a subset was given) and the mean and sd of the unbiased estimate from
+    ``n_check`` random elements (``random: mean``, ``random: sd``).  ``final``
+    and ``truth``: the :func:`resampling_study` table and exact values at the
+    last checkpoint, over all of ``Ns``; ``subset_final``: the subset
+    decomposition there (None without a subset).
+    """
+
+    table: pd.DataFrame
+    final: pd.DataFrame
+    truth: dict
+    subset_final: object
+    n_check: int
+
+
+def checkpoint_split_study(
+    load_model: Callable[[int], torch.nn.Module],
+    steps: Sequence[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    action: Action,
+    group: torch.Tensor,
+    *,
+    Ns: Sequence[int],
+    n_reps: int,
+    n_check: int,
+    generator: torch.Generator,
+    subset: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> CheckpointSplit:
+    """The exact split over a finite group at every checkpoint, against cheaper estimates.
+
+    For each step, ``load_model(step)`` is evaluated (through a float64 copy) on
+    all elements of ``group`` at once; the exact decomposition over the group is
+    compared with the unbiased estimate from ``n_check`` elements drawn with
+    replacement (``n_reps`` repetitions, :func:`resampling_study`) and, when
+    ``subset`` (matrices that must belong to ``group``) is given, with the plug-in
+    split over that fixed subset (e.g. the 16 quarter-turn products used for
+    voxels in the literature, which are not a subgroup).  At the last step the
+    resampling study runs over all of ``Ns`` (which must contain ``n_check``).
+    """
+    steps = [int(s) for s in steps]
+    if not steps:
+        raise ValueError("checkpoint_split_study needs at least one step")
+    if n_check not in Ns:
+        raise ValueError(f"n_check={n_check} must be one of Ns={list(Ns)} (the final study reports it)")
+    idx = None
+    if subset is not None:
+        idx = element_indices(group, subset)
+        if len(set(idx.tolist())) != len(idx):
+            raise ValueError("the subset repeats group elements")
+    rows, final = [], None
+    for step in steps:
+        model = float64_copy(load_model(step))
+        with torch.no_grad():
+            Z = twisted_predictions(model, x, exhaustive(group), action)[0]  # (G, B, ...)
+        last = step == steps[-1]
+        table, truth = resampling_study(Z, y, Ns if last else [n_check], n_reps, generator=generator, n_boot=0,
+                                        mask=mask)
+        sub = None if idx is None else decompose(Z[idx][None], y, "exhaustive", estimator="plugin", mask=mask)
+        est = table[(table["estimator"] == "unbiased") & (table["N"] == n_check)]["percent"]
+        row = {"step": step, "exact %": truth["percent"]}
+        if sub is not None:
+            row["subset %"] = sub.percent
+        rows.append({**row, "random: mean": est.mean(), "random: sd": est.std()})
+        if last:
+            final = (table, truth, sub)
+    return CheckpointSplit(pd.DataFrame(rows), final[0], final[1], final[2], n_check)
+
+
+def sweep_table(runs: Mapping[tuple[str, str], object], reference, n_examples: int, dip_factor: float = 10
+                ) -> pd.DataFrame:
+    """One row per run of a one-setting-at-a-time sweep: dip step and epoch, minimum and final percent.
+
+    ``runs`` maps ``(axis, setting label)`` to a cached :class:`~equivlib.runs.Run`;
+    ``reference`` is the run the others vary (it may appear under several axes);
+    ``n_examples`` the training-set size of runs with ``config.n_train=None``.
+    The column ``dip step`` is :func:`equivlib.curves.dip_step` with ``dip_factor``;
+    ``dip epoch`` converts it with ``batch_size / n_train``; ``_curve`` keeps each
+    sorted monitor table for plotting.  Rows are sorted by axis, reference first.
+    """
+    rows = []
+    for (axis, label), run in runs.items():
+        c = check_curve(run.monitor)
+        n_ex = run.config.n_train or n_examples
+        epoch = run.config.batch_size / n_ex  # epochs per step
+        d = dip_step(c, dip_factor)
+        rows.append({"axis": axis, "setting": label, "reference": run is reference,
+                     "% at step 0": c["percent"].iloc[0], "dip step": d,
+                     "dip epoch": None if d is None else d * epoch, "min %": c["percent"].min(),
+                     "final %": c["percent"].iloc[-1], "final loss": c["L"].iloc[-1],
+                     "epochs": run.config.steps * epoch, "_curve": c})
+    df = pd.DataFrame(rows).sort_values(["axis", "reference"], ascending=[True, False]).reset_index(drop=True)
+    if not (df["min %"].notna().all() and (df["final loss"] > 0).all()):
+        raise ValueError("a sweep run has a non-finite percent or a non-positive loss")
     return df
