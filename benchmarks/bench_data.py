@@ -24,7 +24,7 @@ Nothing is written to the repository's ``data/cache``: every data-set build goes
 to a temporary folder (``EQUIVLIB_DATA_CACHE`` is pointed there too).
 
     python benchmarks/bench_data.py [--threads 2] [--molecules 8] [--conformers 4] [--repeats 3]
-                                    [--voxel-molecules 12] [--voxel-batch 32] [--device cpu|cuda]
+                                    [--voxel-molecules 12] [--voxel-batch 32] [--device cpu|cuda|auto]
 
 ``--device`` only applies to ``voxelize`` (the rest is CPU-only).  Verdicts are
 sanity checks (finite labels, rotation-equivariant labels, batched = one-by-one
@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 _TMP = tempfile.mkdtemp(prefix="equivlib-bench-data-")
 os.environ["EQUIVLIB_DATA_CACHE"] = _TMP  # before importing equivlib: never the repository's data/cache
 
-from equivlib.data.forces import (FORCE_PROFILES, embed_conformers, energy_forces, random_rotation,  # noqa: E402
+from equivlib.config import ParameterError, resolve_device  # noqa: E402
+from equivlib.data.forces import (FORCE_PROFILES, embed_conformers, energy_forces, haar_so3_numpy,  # noqa: E402
                                   rotation_check, select_molecules)
 from equivlib.data.proteins import PROTEIN_PROFILES, build_backbones, protein_source_files, read_ca_traces  # noqa: E402
 from equivlib.data.voxels import VOXEL_PROFILES, load_voxel_molecules, voxelize  # noqa: E402
@@ -88,7 +89,8 @@ def stats(n_items, times):
 
 def bench_forces(a):
     t0 = time.perf_counter()
-    smiles = select_molecules(a.molecules, a.seed, max_heavy_atoms=FORCE_PROFILES["quick"]["max_heavy_atoms"])
+    smiles = select_molecules(a.molecules, a.seed,
+                              max_heavy_atoms=FORCE_PROFILES["quick"]["data"]["max_heavy_atoms"])
     select_s = time.perf_counter() - t0
 
     def embed():
@@ -110,7 +112,7 @@ def bench_forces(a):
         labels, t = timed(label, a.repeats)
         finite = all(np.isfinite(e) and np.isfinite(f).all() for e, f in labels)
         mol0, confs0 = embedded[0]
-        check = rotation_check(mol0, confs0[0], method, random_rotation(rng))
+        check = rotation_check(mol0, confs0[0], method, haar_so3_numpy(rng))
         r = stats(n_conf, t)
         r["end_to_end_per_s"] = n_conf / (statistics.median(t_embed) + r["median_s"])
         r.update(finite=bool(finite), rotation_check=check)
@@ -127,7 +129,7 @@ def bench_proteins(a):
         n_chains, n_res, failed = 0, 0, 0
         for _, path in files:
             try:
-                traces = read_ca_traces(path, min_length=PROTEIN_PROFILES["quick"]["min_length"])
+                traces = read_ca_traces(path, min_length=PROTEIN_PROFILES["quick"]["data"]["min_length"])
             except Exception:  # noqa: BLE001 - some test files are unreadable, as in generate_backbones
                 failed += 1
                 continue
@@ -150,7 +152,8 @@ def bench_proteins(a):
 
 def bench_voxel_embedding(a):
     t0 = time.perf_counter()
-    smiles = select_molecules(a.voxel_molecules, a.seed + 1, max_heavy_atoms=VOXEL_PROFILES["quick"]["max_heavy_atoms"])
+    smiles = select_molecules(a.voxel_molecules, a.seed + 1,
+                              max_heavy_atoms=VOXEL_PROFILES["quick"]["data"]["max_heavy_atoms"])
     select_s = time.perf_counter() - t0
 
     def embed():
@@ -189,7 +192,7 @@ def bench_voxelize(a, device):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="for voxelize only")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="for voxelize only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -204,9 +207,10 @@ def main():
     a = ap.parse_args()
     if a.repeats < 1 or a.molecules < 1 or a.conformers < 1 or a.voxel_molecules < 1 or a.voxel_batch < 1:
         ap.error("counts must be positive")
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda requested but torch sees no CUDA device")
-    device = torch.device(a.device)
+    try:
+        device = resolve_device(a.device)
+    except ParameterError as exc:
+        ap.error(str(exc))
     torch.set_num_threads(a.threads)
     load_before = os.getloadavg()
 
@@ -243,7 +247,7 @@ def main():
         line(f"voxels: voxelize B={vox['batch']}, {a.grid}^3, {dt} ({device.type})", vox[dt], "grid/s")
 
     # estimated one-process generation time of the quick profiles
-    fq, vq = FORCE_PROFILES["quick"], VOXEL_PROFILES["quick"]
+    fq, vq = FORCE_PROFILES["quick"]["data"], VOXEL_PROFILES["quick"]["data"]
     est = {f"forces_quick_{m}_s": fq["n_molecules"] * fq["n_conformers"] / forces[m]["end_to_end_per_s"]
            for m in METHODS}
     est["voxels_quick_embedding_s"] = vq["n_molecules"] / vox_embed["embed"]["per_s"]

@@ -42,21 +42,27 @@ parameter count (small: 4.3k vs 4.6k, base: 153k vs 154k); both take
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-import pandas as pd
 import torch
 
-from .config import ParameterError, check_profile
-from .groups import Action, VectorAction, VoxelAction, cube_group, haar_so3
+from .config import ParameterError, check_profile, resolve_device
+from .data.forces import FORCE_PROFILES, load_forces
+from .data.proteins import PROTEIN_PROFILES, load_backbones
+from .data.voxels import VOXEL_PROFILES, load_voxel_molecules, voxelize
+from .groups import Action, VectorAction, VoxelAction, cube_group
 from .models import (FLOW_TIMES, E3ForceField, EScAIPForceField, FlowTransformer, UNet3D, flow_matching_batch,
                      noisy_voxels)
 from .training import EquivarianceMonitor, masked_mse, rotation_augment
 
-__all__ = ["TASKS", "MODEL_SIZES", "ARCHS", "check_arch", "HeldOut", "Task", "make_model", "make_task",
-           "forces_task", "flow_task", "voxel_task"]
+__all__ = ["TASKS", "MODEL_SIZES", "ARCHS", "TASK_PROFILES", "task_profile", "check_arch", "HeldOut", "Task",
+           "make_model", "make_task", "forces_task", "flow_task", "voxel_task"]
 
 TASKS = ("forces", "flow", "voxels")
+#: The one profile table of each task, ``TASK_PROFILES[task][profile]`` = ``{"data": generation
+#: parameters, "task": what the task builder uses}``; the tables live beside their data sets
+#: (:data:`~equivlib.data.forces.FORCE_PROFILES`, ...), which never import this module.
+TASK_PROFILES = {"forces": FORCE_PROFILES, "flow": PROTEIN_PROFILES, "voxels": VOXEL_PROFILES}
 MODEL_SIZES = ("small", "medium", "base")
 
 _MODEL_KWARGS = {
@@ -88,6 +94,11 @@ def check_task(name: str) -> str:
     if name not in TASKS:
         raise ParameterError(f"unknown task {name!r}; use one of {TASKS}")
     return name
+
+
+def task_profile(name: str, profile: str) -> dict[str, Any]:
+    """A copy of the task-level values of ``TASK_PROFILES[name][profile]["task"]``."""
+    return dict(TASK_PROFILES[check_task(name)][check_profile(profile)]["task"])
 
 
 def check_size(size: str) -> str:
@@ -211,8 +222,9 @@ def stack_heldout(parts: Sequence[HeldOut]) -> HeldOut:
                    {k: torch.cat([h.extras[k] for h in parts]) for k in keys})
 
 
-def _device(device):
-    return torch.device("cpu") if device is None else torch.device(device)
+def _device(device) -> torch.device:
+    """``device``, or the CPU when it is None, through :func:`~equivlib.config.resolve_device`."""
+    return resolve_device("cpu" if device is None else device)
 
 
 def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor:
@@ -224,17 +236,18 @@ def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- forces
 def forces_task(profile: str = "quick", seed: int = 0, method: str = "gfn2", device=None, *,
                 n_heldout: int | None = None) -> Task:
-    """Force-field regression (see module docstring).  ``n_heldout`` caps the monitor's conformers."""
-    from .data.forces import load_forces
+    """Force-field regression (see module docstring).  ``n_heldout`` caps the monitor's conformers.
 
-    check_profile(profile)
+    ``n_heldout=None`` takes the profile's value (:data:`TASK_PROFILES`).
+    """
+    spec = task_profile("forces", profile)
     dev = _device(device)
     train_b = load_forces(profile, seed, "train", method=method)
     test_b = load_forces(profile, seed, "test", method=method)
     scale = float(train_b.forces[train_b.mask].std())
     data = {"positions": train_b.positions.to(dev), "forces": (train_b.forces / scale).to(dev),
             "mask": train_b.mask.to(dev), "species": train_b.species.to(dev)}
-    n_heldout = n_heldout if n_heldout is not None else (16 if profile == "quick" else 256)
+    n_heldout = n_heldout if n_heldout is not None else spec["n_heldout"]
     idx = _subset(len(test_b), n_heldout, seed)
     t = test_b[idx].to(device=dev, dtype=torch.float64)
     held = HeldOut(t.positions, t.forces / scale, t.mask, {"mask": t.mask, "species": t.species})
@@ -268,16 +281,16 @@ def flow_task(profile: str = "quick", seed: int = 0, t: Sequence[float] | None =
     """Flow matching on C-alpha traces (nm).  ``t``: the monitor's fixed times (default FLOW_TIMES).
 
     ``max_residues`` crops chains to their first residues (quick default 64)
-    to keep CPU runs short.
+    to keep CPU runs short; ``max_residues=None`` and ``n_heldout=None`` take the
+    profile's values (:data:`TASK_PROFILES`).
     """
-    from .data.proteins import load_backbones
-
-    check_profile(profile)
+    spec = task_profile("flow", profile)
     dev = _device(device)
     times = tuple(float(x) for x in (FLOW_TIMES if t is None else t))
     if not times or any(not 0.0 <= x <= 1.0 for x in times):
         raise ParameterError(f"flow times must be a non-empty list in [0, 1], got {t!r}")
-    max_residues = max_residues if max_residues is not None else (64 if profile == "quick" else None)
+    max_residues = max_residues if max_residues is not None else spec["max_residues"]
+    n_heldout = n_heldout if n_heldout is not None else spec["n_heldout"]
     tr = load_backbones(profile, seed, "train", max_length=FLOW_MAX_LEN)
     te = load_backbones(profile, seed, "test", max_length=FLOW_MAX_LEN)
     x1, m1 = _crop_chains(tr.positions / 10.0, tr.mask, max_residues)
@@ -320,20 +333,20 @@ def voxel_task(profile: str = "quick", seed: int = 0, grid_size: int | None = No
 
     Quick: 16³ grids at 1 Å (molecules reach ~7.2 Å); full: 48³ at 0.5 Å.
     Training grids are voxelized per minibatch; the held-out grids and their
-    noise (seeded) are fixed.
+    noise (seeded) are fixed.  ``grid_size`` and ``n_heldout`` default to the
+    profile's values (:data:`TASK_PROFILES`), ``resolution`` to the profile's
+    box (16 Å quick, 24 Å full) divided by ``grid_size``.
     """
-    from .data.voxels import load_voxel_molecules, voxelize
-
-    check_profile(profile)
+    spec = task_profile("voxels", profile)
     dev = _device(device)
-    grid_size = grid_size if grid_size is not None else (16 if profile == "quick" else 48)
-    resolution = resolution if resolution is not None else (16.0 / grid_size if profile == "quick" else 0.5)
+    grid_size = grid_size if grid_size is not None else spec["grid_size"]
+    resolution = resolution if resolution is not None else spec["box"] / grid_size
     density_sigma = density_sigma if density_sigma is not None else max(0.5, resolution)
     tr = load_voxel_molecules(profile, seed, "train")
     te = load_voxel_molecules(profile, seed, "test")
     vox = dict(grid_size=grid_size, resolution=resolution, sigma=density_sigma)
     data = {"positions": tr.positions.to(dev), "species": tr.species.to(dev), "mask": tr.mask.to(dev)}
-    n_heldout = n_heldout if n_heldout is not None else (8 if profile == "quick" else 64)
+    n_heldout = n_heldout if n_heldout is not None else spec["n_heldout"]
     te = te[_subset(len(te), n_heldout, seed)].to(device=dev, dtype=torch.float64)
     clean = voxelize(te.positions, te.species, mask=te.mask, **vox)
     noisy = noisy_voxels(clean, noise, torch.Generator().manual_seed(10_000 + seed))

@@ -167,7 +167,7 @@ def test_stored_gfn2_labels_recompute_and_rotate(force_sample):
     # stored labels are GFN2 in eV and eV/Å at these (float32-rounded) positions
     assert np.abs(f - arrays["forces"][start:start + n]).max() < 1e-4
     assert abs(e - arrays["energies"][conf]) < 1e-4
-    R = forces.random_rotation(np.random.default_rng(1))
+    R = forces.haar_so3_numpy(np.random.default_rng(1))
     e_rot, f_rot = forces.energy_forces(mol, x @ R.T, "gfn2")
     assert np.abs(f_rot - f @ R.T).max() < 1e-8
     assert abs(e_rot - e) < 1e-8
@@ -192,7 +192,7 @@ def test_forces_are_minus_energy_gradient_in_ev_per_angstrom(force_sample):
 def test_mmff_labels_rotate_with_molecule(force_sample):
     arrays, _ = force_sample
     mol, _, x = _molecule(arrays, 2)
-    R = forces.random_rotation(np.random.default_rng(2))
+    R = forces.haar_so3_numpy(np.random.default_rng(2))
     check = forces.rotation_check(mol, x, "mmff", R)
     assert check["force_max_abs_error"] < 1e-8 and check["energy_abs_error"] < 1e-8
     assert check["force_max_abs"] > 0.1
@@ -340,7 +340,7 @@ def test_voxel_molecules_sample_fits_grid_and_split_disjoint():
         assert set(b.species[b.mask].unique().tolist()) <= ALLOWED_Z
         assert (b.positions[~b.mask] == 0).all()
     # a random rotation keeps every molecule inside the grid
-    R = torch.from_numpy(forces.random_rotation(np.random.default_rng(3))).float()
+    R = torch.from_numpy(forces.haar_so3_numpy(np.random.default_rng(3))).float()
     g = voxels.voxelize(test.positions @ R.T, test.species, 32, 0.5, mask=test.mask)
     assert g.shape == (40, 6, 32, 32, 32)
 

@@ -52,8 +52,10 @@ __all__ = [
     "verify_checksum",
     "read_samples_checksums",
     "load_or_build",
+    "load_or_build_profile",
     "split_groups",
     "check_split",
+    "check_loader_args",
     "derived_seed",
     "pad_packed",
     "packed_offsets",
@@ -284,6 +286,50 @@ def load_or_build(
     return load_npz(path)
 
 
+def load_or_build_profile(
+    name: str,
+    profile: str,
+    seed: int,
+    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    generate: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]],
+    *,
+    format_version: int,
+    variant: tuple[str, str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    regenerate: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """:func:`load_or_build` for data set ``name`` at a profile of its table.
+
+    Parameters
+    ----------
+    name : str
+        Data set name, the first part of the key (``"forces"``, ...).
+    profile : {"quick", "full"}
+    seed : int
+    profiles : dict
+        The data set's profile table; ``profiles[profile]["data"]`` are the
+        generation parameters.
+    generate : callable
+        ``generate(**profiles[profile]["data"]) -> (arrays, meta)``.
+    format_version : int
+        The data set's file format version (part of the spec).
+    variant : (str, str), optional
+        ``(spec key, value)`` of a variant, e.g. ``("method", "gfn2")``: part of the
+        spec and of the key (``forces-gfn2-quick-seed0``).
+
+    Notes
+    -----
+    The spec is ``{"format", "profile", "seed", [variant key], **data}``; a stored
+    file is used only when its spec equals it (see :func:`load_or_build`).
+    """
+    check_profile(profile)
+    key = dataset_key(name, profile, seed, variant[1] if variant else None)
+    data = dict(profiles[profile]["data"])
+    spec = {"format": format_version, "profile": profile, "seed": int(seed),
+            **(dict([variant]) if variant else {}), **data}
+    return load_or_build(key, spec, lambda: generate(**data), cache_dir=cache_dir, regenerate=regenerate)
+
+
 # --------------------------------------------------------------------------- splits
 
 
@@ -310,6 +356,15 @@ def check_split(split: str) -> str:
     return split
 
 
+def check_loader_args(split: str, dtype) -> None:
+    """The checks every ``load_*`` function starts with: a known split and a floating torch dtype."""
+    import torch
+
+    check_split(split)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ParameterError(f"dtype must be a floating torch dtype, got {dtype!r}")
+
+
 def split_mask(group_split: np.ndarray, split: str) -> np.ndarray:
     """Bool mask over groups selecting ``split`` (``"all"`` selects everything)."""
     check_split(split)
@@ -327,13 +382,17 @@ def cli_main(
     build_for_profile: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]],
     argv: list[str] | None = None,
     extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
+    *,
+    n_jobs: bool = False,
 ) -> int:
     """Shared ``python -m equivlib.data.<name>`` entry point.
 
     ``build_for_profile(profile=, seed=, cache_dir=, regenerate=, **extra)`` must
-    return ``(arrays, meta)`` through :func:`load_or_build`.  ``--write-sample``
-    copies the result into ``data/samples/`` and updates ``CHECKSUMS`` (maintainers
-    only; the quick profile's sample is committed).
+    return ``(arrays, meta)`` through :func:`load_or_build`; ``extra`` holds the
+    options added by ``extra_args(parser)`` and, with ``n_jobs=True``,
+    ``--n-jobs`` (worker processes).  ``--write-sample`` copies the result into
+    ``data/samples/`` and updates ``CHECKSUMS`` (maintainers only; the quick
+    profile's sample is committed).
     """
     parser = argparse.ArgumentParser(prog=f"python -m equivlib.data.{name}", description=description)
     parser.add_argument("--profile", choices=("quick", "full"), default="quick")
@@ -342,6 +401,8 @@ def cli_main(
     parser.add_argument("--regenerate", action="store_true", help="ignore samples and cache; build afresh")
     parser.add_argument("--write-sample", action="store_true",
                         help="also write the result to data/samples/ and update CHECKSUMS")
+    if n_jobs:
+        parser.add_argument("--n-jobs", dest="n_jobs", type=int, default=1, help="worker processes")
     if extra_args is not None:
         extra_args(parser)
     args = parser.parse_args(argv)

@@ -42,20 +42,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..config import ParameterError, check_profile
-from .cache import (
-    check_split,
-    cli_main,
-    dataset_key,
-    derived_seed,
-    index_list,
-    load_or_build,
-    logger,
-    pad_packed,
-    packed_offsets,
-    split_groups,
-    split_mask,
-)
+from ..config import ParameterError
+from .cache import (check_loader_args, cli_main, derived_seed, index_list, load_or_build_profile, logger,
+                    pad_packed, packed_offsets, split_groups, split_mask)
 
 from .lj import AtomsBatch  # the padded-batch type shared with the Lennard-Jones task
 
@@ -74,7 +63,7 @@ __all__ = [
     "gfn2_energy_forces",
     "mmff_energy_forces",
     "energy_forces",
-    "random_rotation",
+    "haar_so3_numpy",
     "rotation_check",
     "generate_forces",
     "build_forces",
@@ -90,10 +79,15 @@ ELEMENTS = ("H", "C", "N", "O", "F", "S", "Cl")
 _SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17, "Br": 35}
 FORMAT_VERSION = 1
 
-#: generation sizes per profile
-FORCE_PROFILES: dict[str, dict[str, Any]] = {
-    "quick": dict(n_molecules=50, n_conformers=4, max_heavy_atoms=20, test_fraction=0.2),
-    "full": dict(n_molecules=1000, n_conformers=8, max_heavy_atoms=20, test_fraction=0.2),
+#: Everything the profile decides for the force data set and :func:`equivlib.tasks.forces_task`.
+#: ``"data"``: generation parameters, stored as the cache file's ``spec`` (changing a
+#: value regenerates the data set and orphans the committed sample);
+#: ``"task"``: ``n_heldout``, the held-out conformers of the task's monitor.
+FORCE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {"data": dict(n_molecules=50, n_conformers=4, max_heavy_atoms=20, test_fraction=0.2),
+              "task": dict(n_heldout=16)},
+    "full": {"data": dict(n_molecules=1000, n_conformers=8, max_heavy_atoms=20, test_fraction=0.2),
+             "task": dict(n_heldout=256)},
 }
 
 
@@ -387,8 +381,17 @@ def energy_forces(mol, positions: np.ndarray, method: str = "gfn2") -> tuple[flo
     return gfn2_energy_forces(numbers, positions, charge=Chem.GetFormalCharge(mol), uhf=uhf)
 
 
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """Haar-random rotation matrix (3, 3), float64 (QR of a Gaussian with sign fix)."""
+def haar_so3_numpy(rng: np.random.Generator) -> np.ndarray:
+    """One Haar-random rotation matrix ``(3, 3)``, float64, from a NumPy generator.
+
+    QR of a standard Gaussian matrix with the signs of ``diag(R)`` moved into ``Q``
+    (Haar on O(3)), then the first column negated when ``det Q = -1``.  The torch
+    sampler :func:`equivlib.groups.haar_so3` draws other rotations from other
+    numbers; this one stays because the rotation check stored in every force data
+    set (``meta["rotation_check"]``, see :func:`generate_forces`) was drawn with it
+    from ``np.random.default_rng(derived_seed(seed, 303))``: regenerating a data
+    set gives the same bytes only with the same rotation.
+    """
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
     q = q * np.sign(np.diag(r))
     if np.linalg.det(q) < 0:
@@ -524,7 +527,7 @@ def generate_forces(
 
     first = Chem.AddHs(Chem.MolFromSmiles(smiles[0]))
     check = rotation_check(first, pos[0].astype(np.float64), method,
-                           random_rotation(np.random.default_rng(derived_seed(seed, 303))))
+                           haar_so3_numpy(np.random.default_rng(derived_seed(seed, 303))))
     arrays = {
         "smiles": np.array(smiles, dtype=str),
         "mol_natoms": np.array(mol_natoms, dtype=np.int32),
@@ -563,24 +566,14 @@ def _versions(method: str) -> dict[str, str]:
     return {"versions": out}
 
 
-def _spec(profile: str, seed: int, method: str) -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "profile": profile, "seed": int(seed), "method": method,
-            **FORCE_PROFILES[profile]}
-
-
 def build_forces(profile: str = "quick", seed: int = 0, *, method: str = "gfn2", cache_dir=None,
                  regenerate: bool = False, n_jobs: int = 1, progress: bool = True):
     """Arrays and metadata of a profile: committed sample, cache, or generated (see :mod:`.cache`)."""
-    check_profile(profile)
     _check_method(method)
-    key = dataset_key("forces", profile, seed, method)
-    sizes = FORCE_PROFILES[profile]
-    return load_or_build(
-        key, _spec(profile, seed, method),
-        lambda: generate_forces(sizes["n_molecules"], sizes["n_conformers"], seed, method=method,
-                                max_heavy_atoms=sizes["max_heavy_atoms"],
-                                test_fraction=sizes["test_fraction"], n_jobs=n_jobs, progress=progress),
-        cache_dir=cache_dir, regenerate=regenerate)
+    return load_or_build_profile(
+        "forces", profile, seed, FORCE_PROFILES,
+        lambda **data: generate_forces(seed=seed, method=method, n_jobs=n_jobs, progress=progress, **data),
+        format_version=FORMAT_VERSION, variant=("method", method), cache_dir=cache_dir, regenerate=regenerate)
 
 
 def _linear_reference(counts: np.ndarray, energies: np.ndarray) -> np.ndarray:
@@ -630,11 +623,9 @@ def load_forces(
     MoleculeBatch
         Positions (Å) ``(B, A, 3)``, forces (eV/Å), energies (eV), mask, species.
     """
-    check_split(split)
+    check_loader_args(split, dtype)
     if energy_reference not in ("linear", "none"):
         raise ParameterError(f"energy_reference must be 'linear' or 'none', got {energy_reference!r}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ParameterError(f"dtype must be a floating torch dtype, got {dtype!r}")
     arr, _ = build_forces(profile, seed, method=method, cache_dir=cache_dir, regenerate=regenerate,
                           n_jobs=n_jobs)
     mol_natoms = arr["mol_natoms"].astype(np.int64)
@@ -667,14 +658,10 @@ def load_forces(
     )
 
 
-def _extra_args(parser) -> None:
-    parser.add_argument("--method", choices=METHODS, default="gfn2")
-    parser.add_argument("--n-jobs", dest="n_jobs", type=int, default=1, help="worker processes")
-
-
 def main(argv: list[str] | None = None) -> int:
     return cli_main("forces", "Generate the small-molecule force data set (ETKDG + GFN2-xTB / MMFF94).",
-                    build_forces, argv, _extra_args)
+                    build_forces, argv, lambda p: p.add_argument("--method", choices=METHODS, default="gfn2"),
+                    n_jobs=True)
 
 
 if __name__ == "__main__":

@@ -42,19 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ParameterError, check_profile
-from .cache import (
-    check_split,
-    cli_main,
-    dataset_key,
-    derived_seed,
-    index_list,
-    load_or_build,
-    logger,
-    pad_packed,
-    split_groups,
-    split_mask,
-)
+from ..config import ParameterError
+from .cache import (check_loader_args, cli_main, derived_seed, index_list, load_or_build_profile, logger,
+                    pad_packed, split_groups, split_mask)
 
 __all__ = [
     "Backbones",
@@ -79,11 +69,18 @@ MD_RESIDUE_ALIASES = {
     "GLH": "E", "GLUH": "E", "LYN": "K", "LSN": "K", "ARN": "R",
 }
 
-PROTEIN_PROFILES: dict[str, dict[str, Any]] = {
+#: Everything the profile decides for the C-alpha data set and :func:`equivlib.tasks.flow_task`.
+#: ``"data"``: generation parameters, stored as the cache file's ``spec`` (changing a
+#: value regenerates the data set and orphans the committed sample);
+#: ``"task"``: ``max_residues`` (the task crops each chain to its first residues;
+#: None: whole chains) and ``n_heldout`` (held-out chains of the monitor; None: all).
+PROTEIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # quick: a seeded subset of the chains of at most 256 residues, split kept
-    "quick": dict(n_chains=40, max_length=256, min_length=50, max_ca_gap=4.2, test_fraction=0.2),
+    "quick": {"data": dict(n_chains=40, max_length=256, min_length=50, max_ca_gap=4.2, test_fraction=0.2),
+              "task": dict(max_residues=64, n_heldout=None)},
     # full: every usable chain
-    "full": dict(n_chains=None, max_length=None, min_length=50, max_ca_gap=4.2, test_fraction=0.2),
+    "full": {"data": dict(n_chains=None, max_length=None, min_length=50, max_ca_gap=4.2, test_fraction=0.2),
+             "task": dict(max_residues=None, n_heldout=None)},
 }
 
 
@@ -364,18 +361,12 @@ def generate_backbones(
     return arrays, meta
 
 
-def _spec(profile: str, seed: int) -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "profile": profile, "seed": int(seed), **PROTEIN_PROFILES[profile]}
-
-
 def build_backbones(profile: str = "quick", seed: int = 0, *, cache_dir=None, regenerate: bool = False,
                     progress: bool = True):
     """Arrays and metadata of a profile: committed sample, cache, or generated (see :mod:`.cache`)."""
-    check_profile(profile)
-    key = dataset_key("proteins", profile, seed)
-    return load_or_build(key, _spec(profile, seed),
-                         lambda: generate_backbones(seed, progress=progress, **PROTEIN_PROFILES[profile]),
-                         cache_dir=cache_dir, regenerate=regenerate)
+    return load_or_build_profile("proteins", profile, seed, PROTEIN_PROFILES,
+                                 lambda **data: generate_backbones(seed, progress=progress, **data),
+                                 format_version=FORMAT_VERSION, cache_dir=cache_dir, regenerate=regenerate)
 
 
 def load_backbones(
@@ -403,11 +394,9 @@ def load_backbones(
     max_length : int, optional
         Drop chains longer than this (padding cost grows with the longest chain).
     """
-    check_split(split)
+    check_loader_args(split, dtype)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
         raise ParameterError(f"max_length must be a positive integer or None, got {max_length!r}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ParameterError(f"dtype must be a floating torch dtype, got {dtype!r}")
     arr, _ = build_backbones(profile, seed, cache_dir=cache_dir, regenerate=regenerate)
     lengths = arr["lengths"].astype(np.int64)
     positions, mask = pad_packed(arr["positions"], lengths)

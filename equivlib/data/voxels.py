@@ -40,19 +40,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..config import ParameterError, check_profile
-from .cache import (
-    check_split,
-    cli_main,
-    dataset_key,
-    derived_seed,
-    index_list,
-    load_or_build,
-    logger,
-    pad_packed,
-    split_groups,
-    split_mask,
-)
+from ..config import ParameterError
+from .cache import (check_loader_args, cli_main, derived_seed, index_list, load_or_build_profile, logger,
+                    pad_packed, split_groups, split_mask)
 from .forces import _SYMBOL_TO_Z, _map, embed_conformers, select_molecules
 
 __all__ = [
@@ -70,11 +60,23 @@ FORMAT_VERSION = 1
 #: default density channels (element symbols); hydrogens are not voxelized by default
 VOXEL_CHANNELS = ("C", "N", "O", "F", "S", "Cl")
 
-VOXEL_PROFILES: dict[str, dict[str, Any]] = {
-    # max_radius: heavy atoms within this distance of the centre, so that every rotation
-    # of the molecule stays 0.5 A inside the outermost voxel centres of the recommended grid
-    "quick": dict(n_molecules=200, max_heavy_atoms=32, max_radius=7.25, grid_size=32, test_fraction=0.2),
-    "full": dict(n_molecules=12000, max_heavy_atoms=32, max_radius=11.25, grid_size=48, test_fraction=0.1),
+#: Everything the profile decides for the voxel data set and :func:`equivlib.tasks.voxel_task`.
+#:
+#: ``"data"``: generation parameters, stored as the cache file's ``spec`` (changing a
+#: value regenerates the data set and orphans the committed sample).  ``max_radius``
+#: keeps heavy atoms within this distance of the centre, so that under every rotation
+#: the molecule stays 0.5 Å inside the outermost voxel centres of the *recommended*
+#: grid, ``grid_size`` voxels at 0.5 Å (written to ``meta["recommended_grid"]``).
+#:
+#: ``"task"``: the grid the task voxelizes on, ``grid_size`` voxels spanning ``box``
+#: Å (resolution ``box / grid_size``), and ``n_heldout`` held-out molecules.  It
+#: differs from the recommended grid in the quick profile on purpose: the same
+#: 16 Å box, coarser (16³ at 1 Å instead of 32³ at 0.5 Å) so CPU runs stay short.
+VOXEL_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {"data": dict(n_molecules=200, max_heavy_atoms=32, max_radius=7.25, grid_size=32, test_fraction=0.2),
+              "task": dict(grid_size=16, box=16.0, n_heldout=8)},
+    "full": {"data": dict(n_molecules=12000, max_heavy_atoms=32, max_radius=11.25, grid_size=48, test_fraction=0.1),
+             "task": dict(grid_size=48, box=24.0, n_heldout=64)},
 }
 
 
@@ -344,19 +346,13 @@ def generate_voxel_molecules(
     return arrays, meta
 
 
-def _spec(profile: str, seed: int) -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "profile": profile, "seed": int(seed), **VOXEL_PROFILES[profile]}
-
-
 def build_voxel_molecules(profile: str = "quick", seed: int = 0, *, cache_dir=None, regenerate: bool = False,
                           n_jobs: int = 1, progress: bool = True):
     """Arrays and metadata of a profile: committed sample, cache, or generated (see :mod:`.cache`)."""
-    check_profile(profile)
-    key = dataset_key("voxels", profile, seed)
-    return load_or_build(
-        key, _spec(profile, seed),
-        lambda: generate_voxel_molecules(seed=seed, n_jobs=n_jobs, progress=progress, **VOXEL_PROFILES[profile]),
-        cache_dir=cache_dir, regenerate=regenerate)
+    return load_or_build_profile(
+        "voxels", profile, seed, VOXEL_PROFILES,
+        lambda **data: generate_voxel_molecules(seed=seed, n_jobs=n_jobs, progress=progress, **data),
+        format_version=FORMAT_VERSION, cache_dir=cache_dir, regenerate=regenerate)
 
 
 def load_voxel_molecules(
@@ -382,9 +378,7 @@ def load_voxel_molecules(
     split : {"train", "test", "all"}
         By molecule: 20 % (quick) / 10 % (full) held out.
     """
-    check_split(split)
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ParameterError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    check_loader_args(split, dtype)
     arr, _ = build_voxel_molecules(profile, seed, cache_dir=cache_dir, regenerate=regenerate, n_jobs=n_jobs)
     natoms = arr["natoms"].astype(np.int64)
     positions, mask = pad_packed(arr["positions"], natoms)
@@ -399,13 +393,9 @@ def load_voxel_molecules(
     )
 
 
-def _extra_args(parser) -> None:
-    parser.add_argument("--n-jobs", dest="n_jobs", type=int, default=1, help="worker processes for embedding")
-
-
 def main(argv: list[str] | None = None) -> int:
     return cli_main("voxels", "Embed MOSES molecules (ETKDG + MMFF94) for atom-type density grids.",
-                    build_voxel_molecules, argv, _extra_args)
+                    build_voxel_molecules, argv, n_jobs=True)
 
 
 if __name__ == "__main__":
