@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..config import ParameterError, check_profile
+from ..config import ParameterError, check_profile, derived_seed
 
 __all__ = [
     "DataError",
@@ -56,7 +56,6 @@ __all__ = [
     "split_groups",
     "check_split",
     "check_loader_args",
-    "derived_seed",
     "pad_packed",
     "packed_offsets",
     "split_mask",
@@ -92,16 +91,6 @@ def dataset_key(name: str, profile: str, seed: int, variant: str | None = None) 
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
     parts = [name] + ([variant] if variant else []) + [profile, f"seed{int(seed)}"]
     return "-".join(parts)
-
-
-def derived_seed(*values: int) -> int:
-    """A deterministic 31-bit seed in ``[2, 2**31)`` from integers (e.g. seed, index).
-
-    RDKit's ETKDG treats seeds 0 and 1 alike and, in ``EmbedMultipleConfs``, seed 0
-    gives identical conformers; seeds from here are always >= 2.
-    """
-    ss = np.random.SeedSequence([int(v) for v in values])
-    return int(ss.generate_state(1, dtype=np.uint32)[0] % (2**31 - 2)) + 2
 
 
 # --------------------------------------------------------------------------- files

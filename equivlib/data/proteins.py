@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ParameterError
-from .cache import (check_loader_args, cli_main, derived_seed, index_list, load_or_build_profile, logger,
+from ..config import ParameterError, derived_seed
+from .cache import (check_loader_args, cli_main, index_list, load_or_build_profile, logger,
                     pad_packed, split_groups, split_mask)
 
 __all__ = [

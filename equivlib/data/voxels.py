@@ -40,8 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..config import ParameterError
-from .cache import (check_loader_args, cli_main, derived_seed, index_list, load_or_build_profile, logger,
+from ..config import ParameterError, derived_seed
+from .cache import (check_loader_args, cli_main, index_list, load_or_build_profile, logger,
                     pad_packed, split_groups, split_mask)
 from .forces import _SYMBOL_TO_Z, _map, embed_conformers, select_molecules
 
