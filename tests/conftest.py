@@ -4,6 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from equivlib.testing import TOL_FLOAT64
+
+
 def random_rotation(seed: int) -> torch.Tensor:
     """Haar-random rotation (det +1) in float64 from a seeded QR with sign fix.
 
@@ -18,12 +21,13 @@ def random_rotation(seed: int) -> torch.Tensor:
     return q
 
 
-_TOLERANCES = {torch.float64: 1e-10, torch.float32: 1e-5}
+_TOLERANCES = {torch.float64: TOL_FLOAT64, torch.float32: 1e-5}
 
 
 @pytest.fixture
 def tol():
-    """Absolute float tolerance per dtype: ``tol(torch.float64) == 1e-10``, ``tol(torch.float32) == 1e-5``."""
+    """Float tolerance per dtype: ``tol(torch.float64) == 1e-10`` (:data:`equivlib.testing.TOL_FLOAT64`,
+    also the default of ``assert_equivariant``), ``tol(torch.float32) == 1e-5``."""
 
     def _tol(dtype: torch.dtype) -> float:
         if dtype not in _TOLERANCES:
