@@ -1,4 +1,5 @@
-"""Shared pytest fixtures, and one plain helper (``random_rotation``) imported by test modules."""
+"""Shared pytest fixtures, and plain helpers (``random_rotation``, ``random_rotations``) that test
+modules import with ``from tests.conftest import random_rotation``."""
 from __future__ import annotations
 
 import pytest
@@ -19,6 +20,15 @@ def random_rotation(seed: int) -> torch.Tensor:
     if torch.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def random_rotations(n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` rotations from :func:`random_rotation` with seeds ``seed, ..., seed + n - 1``, shape (n, 3, 3).
+
+    A tensor of elements is a group sample for :func:`equivlib.testing.assert_equivariant`
+    (every element applied to every data sample).
+    """
+    return torch.stack([random_rotation(seed + i) for i in range(n)])
 
 
 _TOLERANCES = {torch.float64: TOL_FLOAT64, torch.float32: 1e-5}

@@ -1,17 +1,23 @@
-"""Tasks of chapter 2 (data + model + loss + augmentation + monitor) and cached runs."""
-import json
-import logging
+"""Tests for equivlib.tasks: the three chapter-2 tasks (data + model + loss + augmentation +
+monitor), their profile tables and their models (including the e3nn baseline)."""
+import math
+import re
+import time
 
 import pytest
 import torch
 
-import equivlib.runs as runs
-from equivlib.config import ParameterError
-from equivlib.groups import cube_group, exhaustive, sample_finite, sample_haar
-from equivlib.runs import Run, RunConfig, checkpoint_steps, get_run
-from equivlib.tasks import HeldOut, make_task
+from equivlib.config import ParameterError, set_threads
+from equivlib.data.voxels import VOXEL_PROFILES
+from equivlib.groups import VectorAction, cube_group, exhaustive, sample_finite, sample_haar
+from equivlib.models import E3ForceField, EScAIPForceField
+from equivlib.tasks import ARCHS, TASK_PROFILES, HeldOut, check_arch, make_model, make_task, task_profile
+from equivlib.testing import assert_equivariant
 from equivlib.training import train
 from equivlib.twirl import decompose_model
+from tests.conftest import random_rotations
+
+F64 = torch.float64
 
 TINY = {
     "forces": dict(n_heldout=3),
@@ -22,7 +28,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def tasks():
-    torch.set_num_threads(1)
+    set_threads(1)
     return {name: make_task(name, "quick", 0, **kw) for name, kw in TINY.items()}
 
 
@@ -125,93 +131,100 @@ def test_voxel_task_augments_with_cube_group(tasks):
     assert rec["scheme"] == "iid" and rec["n_elements"] == 4
 
 
-def test_bad_names_raise():
+def test_bad_task_names_raise():
     with pytest.raises(ParameterError, match="unknown task"):
         make_task("proteins")
     with pytest.raises(ParameterError, match="PROFILE"):
         make_task("forces", "huge")
     with pytest.raises(ParameterError, match="unknown task"):
-        RunConfig("nope")
-    with pytest.raises(ParameterError, match="PROFILE"):
-        RunConfig("flow", profile="medium")
-    with pytest.raises(ParameterError, match="model size"):
-        RunConfig("flow", model_size="xl")
-    with pytest.raises(ParameterError, match="steps"):
-        RunConfig("flow", steps=-1)
+        task_profile("proteins", "quick")
 
 
-def test_keys_are_stable_and_distinct():
-    a = RunConfig("flow", seed=0)
-    assert a.key == RunConfig("flow", seed=0).key
-    assert a.key != RunConfig("flow", seed=1).key
-    assert a.key != RunConfig("flow", augment=False).key
-    assert a.key != RunConfig("flow", extra={"max_residues": 8}).key
-    assert checkpoint_steps(100)[0] == 0 and checkpoint_steps(100)[-1] == 100
-    assert checkpoint_steps(0) == [0]
+def test_profile_tables_reach_the_tasks(tasks):
+    """One table per task: its "task" half is what make_task uses when no override is given."""
+    assert set(TASK_PROFILES) == {"forces", "flow", "voxels"}
+    assert task_profile("voxels", "quick") == {"grid_size": 16, "box": 16.0, "n_heldout": 8}
+    assert task_profile("voxels", "full") == {"grid_size": 48, "box": 24.0, "n_heldout": 64}
+    assert task_profile("forces", "quick")["n_heldout"] == 16 and task_profile("forces", "full")["n_heldout"] == 256
+    assert task_profile("flow", "quick")["max_residues"] == 64 and task_profile("flow", "full")["max_residues"] is None
+    spec = task_profile("voxels", "quick")
+    spec["grid_size"] = 0  # a copy: the table is untouched
+    assert VOXEL_PROFILES["quick"]["task"]["grid_size"] == 16
+    # the voxel task's grid: 16³ at 1 Å in quick (the same 16 Å box as the data's recommended 32³ at 0.5 Å)
+    v = tasks["voxels"].info
+    assert (v["grid_size"], v["resolution"], v["sigma"]) == (16, 1.0, 1.0)
+    box = VOXEL_PROFILES["quick"]["data"]["grid_size"] * 0.5
+    assert v["grid_size"] * v["resolution"] == box == task_profile("voxels", "quick")["box"]
+    assert tasks["flow"].info["max_residues"] == 16  # an override wins over the table
 
 
-RUN_EXTRA = {"max_residues": 12, "n_heldout": 2, "monitor": {"times": [0.5], "n_elements": 4}}
+def test_tasks_resolve_devices():
+    t = make_task("forces", "quick", 0, device="cpu", n_heldout=1)
+    assert t.info["device"] == torch.device("cpu") and t.heldout.x.device.type == "cpu"
+    with pytest.raises(ParameterError, match="DEVICE"):
+        make_task("forces", "quick", 0, device="tpu", n_heldout=1)
 
 
-def test_run_is_cached_reloaded_and_repaired(tmp_path, monkeypatch, caplog):
-    calls = []
-
-    def counting_train(*a, **k):
-        calls.append(1)
-        return train(*a, **k)
-
-    monkeypatch.setattr(runs, "train", counting_train)
-    cfg = RunConfig("flow", steps=6, batch_size=4, eval_every=3, extra=RUN_EXTRA)
-    first = get_run(cfg, cache_dir=tmp_path, progress=False)
-    assert isinstance(first, Run) and first.trained and len(calls) == 1
-    assert list(first.monitor.step) == [0, 3, 6] and set(first.monitor.t) == {0.5}
-    assert first.checkpoint_steps == checkpoint_steps(6) and len(first.log) == 6
-    second = get_run(cfg, cache_dir=tmp_path, progress=False)
-    assert not second.trained and len(calls) == 1  # loaded, not retrained
-    assert second.monitor.equals(first.monitor) and second.log.equals(first.log)
-    for s in first.checkpoint_steps:
-        a, b = first.load_model(s).state_dict(), second.load_model(s).state_dict()
-        assert all(torch.equal(a[k], b[k]) for k in a)
-    m0, m6 = first.load_model(0).state_dict(), first.load_model(6).state_dict()
-    assert any(not torch.equal(m0[k], m6[k]) for k in m0)
-    with pytest.raises(ParameterError, match="no checkpoint"):
-        first.load_model(5)
-    # same config, fresh cache: the same numbers (seeded)
-    again = get_run(cfg, cache_dir=tmp_path / "other", progress=False)
-    numbers = lambda run: run.monitor.drop(columns="train_seconds")  # noqa: E731 - wall-clock differs
-    assert numbers(again).equals(numbers(first))
-    # the training clock: increasing per step, and the monitor rows carry it (0 before training)
-    assert (first.log["seconds"].diff().dropna() > 0).all() and first.train_seconds == first.log["seconds"].iloc[-1]
-    assert first.monitor.loc[first.monitor.step == 0, "train_seconds"].eq(0).all()
-    assert first.monitor.set_index("step")["train_seconds"].loc[6] == first.log["seconds"].iloc[-1]
-    # corrupt a checkpoint: detected, logged, retrained
-    (first.path / "checkpoints" / f"step_{first.checkpoint_steps[1]}.pt").write_bytes(b"not a checkpoint")
-    with caplog.at_level(logging.WARNING, logger="equivlib.runs"):
-        fixed = get_run(cfg, cache_dir=tmp_path, progress=False)
-    assert fixed.trained and len(calls) == 3 and "retraining" in caplog.text
-    assert numbers(fixed).equals(numbers(first))
-    # a missing file as well
-    (fixed.path / "monitor.csv").unlink()
-    assert get_run(cfg, cache_dir=tmp_path, progress=False).trained and len(calls) == 4
-    # a different seed is a different entry
-    assert RunConfig("flow", steps=6, batch_size=4, eval_every=3, extra=RUN_EXTRA, seed=1).key != cfg.key
-    stored = json.loads((first.path / "config.json").read_text())
-    assert stored["config"]["steps"] == 6 and stored["key"] == cfg.key
+# --------------------------------------------------------------------------- models of the tasks
+def _n_params(model):
+    return sum(p.numel() for p in model.parameters())
 
 
-def test_run_with_e3nn_baseline_and_training_subset(tmp_path):
-    cfg = RunConfig("forces", steps=2, batch_size=2, eval_every=1, arch="e3nn", n_train=4,
-                    extra={"n_heldout": 2, "monitor": {"n_elements": 2}})
-    run = get_run(cfg, cache_dir=tmp_path, progress=False)
-    assert type(run.load_model()).__name__ == "E3ForceField"
-    assert json.loads((run.path / "config.json").read_text())["n_examples"] == 4
-    assert (run.monitor["percent"] < 1e-20).all()  # exactly equivariant: only float64 rounding is left
-    assert cfg.key != RunConfig("forces", steps=2, batch_size=2, eval_every=1, n_train=4,
-                                extra={"n_heldout": 2, "monitor": {"n_elements": 2}}).key
-    with pytest.raises(ParameterError, match="architecture"):
-        RunConfig("flow", arch="e3nn")
-    with pytest.raises(ParameterError, match="n_train"):
-        RunConfig("forces", n_train=0)
-    with pytest.raises(ParameterError, match="exceeds"):
-        get_run(RunConfig("forces", steps=1, n_train=10**6, extra={"n_heldout": 2}), cache_dir=tmp_path,
-                progress=False)
+def test_make_model_e3nn_arch(tasks):
+    task = tasks["forces"]
+    assert ARCHS["forces"] == ("default", "e3nn") and check_arch("forces", "e3nn") == "e3nn"
+    torch.manual_seed(0)
+    model = task.make_model("small", arch="e3nn")
+    assert isinstance(model, E3ForceField) and model.n_species == 36 and model.r_max == 5.0
+    batch = {k: v[:6] for k, v in task.data.items()}
+    with torch.no_grad():
+        out = task.forward(model, batch)
+    assert out.shape == batch["positions"].shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all() and (out[~batch["mask"]] == 0).all() and out.abs().amax() > 0
+    assert isinstance(task.make_model("small"), EScAIPForceField)  # default unchanged
+    # parameter counts of the same order as EScAIP's for each size
+    for size in ("small", "base"):
+        ratio = _n_params(make_model("forces", size, arch="e3nn")) / _n_params(make_model("forces", size))
+        assert 0.5 < ratio < 2.0, (size, ratio)
+
+
+def test_e3nn_task_model_equivariant_on_real_molecules(tasks, tol):
+    """The task's e3nn model (r_max 5 Å, n_species 36) on quick training conformers, in float64."""
+    d = tasks["forces"].data
+    pos, mask, species = d["positions"][:8].to(F64), d["mask"][:8], d["species"][:8]
+    assert (~mask).any() and mask.sum(1).min() > 10
+    torch.manual_seed(0)
+    model = make_model("forces", "small", dtype=F64, arch="e3nn")
+    assert_equivariant(model, pos, random_rotations(2, seed=13), VectorAction(),
+                       extras={"mask": mask, "species": species}, tol=tol(F64))
+
+
+@pytest.mark.parametrize("task, arch", [("flow", "e3nn"), ("voxels", "e3nn"), ("forces", "nope")])
+def test_make_model_bad_arch(task, arch):
+    allowed = re.escape(str(ARCHS[task]))
+    with pytest.raises(ParameterError, match=rf"{arch!r} for task {task!r}.*{allowed}"):
+        make_model(task, arch=arch)
+    with pytest.raises(ParameterError, match=rf"task {task!r}"):
+        check_arch(task, arch)
+
+
+def test_e3nn_training_smoke(tasks):
+    """20 full-batch Adam steps on 16 quick conformers lower the loss (a few seconds on 1 thread)."""
+    task = tasks["forces"]
+    batch = {k: v[:16] for k, v in task.data.items()}
+    torch.manual_seed(0)
+    model = make_model("forces", "small", arch="e3nn")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    t0 = time.perf_counter()
+    losses = []
+    for _ in range(20):
+        loss = task.loss(task.forward(model, batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        final = task.loss(task.forward(model, batch), batch).item()
+    assert all(math.isfinite(v) for v in losses)
+    assert final < 0.8 * losses[0], (losses[0], final)
+    assert time.perf_counter() - t0 < 60
