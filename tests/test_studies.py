@@ -1,8 +1,11 @@
-"""Estimator studies (equivlib.studies)."""
+"""Tests for equivlib.studies: the estimator studies of chapter 1."""
 import pytest
 import torch
 
-from equivlib.studies import resampling_study
+from equivlib.data import lennard_jones_clusters, lennard_jones_forces
+from equivlib.groups import (VectorAction, cube_group, exhaustive, sample_design, sample_haar,
+                             tetrahedral_group)
+from equivlib.studies import resampling_study, scheme_study, twirled_inference_study
 from equivlib.twirl import decompose
 
 
@@ -37,3 +40,58 @@ def test_resampling_study_bootstrap_and_errors():
     assert boot.shape[1] > 0 and boot[table["rep"] == 0].notna().all().all() and boot[table["rep"] > 0].isna().all().all()
     with pytest.raises(ValueError, match="N >= 2"):
         resampling_study(Z, y, [1], 2, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    b = lennard_jones_clusters(6, (4, 6), generator=torch.Generator().manual_seed(3))
+    return b.positions, b.forces, b.mask
+
+
+def lj_forces(x, mask=None):  # exactly rotation-equivariant
+    return lennard_jones_forces(x, mask)[1]
+
+
+def skewed(x, mask=None):  # not equivariant: the forces of an anisotropically squashed cluster
+    return lj_forces(x * torch.tensor([1.0, 1.0, 0.8], dtype=x.dtype), mask)
+
+
+SAMPLERS = {
+    "tetrahedral ×2": lambda B, g: sample_design(tetrahedral_group(), 2, batch=B, generator=g),
+    "Haar 24": lambda B, g: sample_haar(24, batch=B, generator=g),
+}
+
+
+def test_scheme_study_exactly_equivariant_model_has_zero_percent(clusters):
+    x, y, m = clusters
+    table = scheme_study(lj_forces, x, 1.1 * y, VectorAction(), SAMPLERS, 3, generator=torch.Generator().manual_seed(0),
+                         extras={"mask": m}, mask=m)
+    assert len(table) == 2 * 3 and set(table["scheme"]) == set(SAMPLERS)
+    assert (table.groupby("scheme")["N"].first() == 24).all()  # equal cost: 2 x 12 and 24
+    assert table["percent"].abs().max() < 1e-20 and (table["L"] > 0).all()  # the loss is all in L_mean
+    assert ((table["L"] - table["L_mean"]).abs() < 1e-12 * table["L"]).all()
+
+
+def test_scheme_study_estimates_agree_on_a_non_equivariant_model(clusters):
+    x, y, m = clusters
+    table = scheme_study(skewed, x, y, VectorAction(), SAMPLERS, 6, generator=torch.Generator().manual_seed(1),
+                         extras={"mask": m}, mask=m)
+    stats = table.groupby("scheme")["percent"].agg(["mean", "std"])
+    assert (stats["mean"] > 0.1).all()
+    gap = abs(stats["mean"].iloc[0] - stats["mean"].iloc[1])
+    assert gap < 4 * (stats["std"] ** 2 / 6).sum() ** 0.5  # both unbiased for the same quantity
+
+
+def test_twirled_inference_study_exhaustive_twirl_is_exactly_equivariant(clusters):
+    x, y, m = clusters
+    G = cube_group()
+    post = twirled_inference_study(
+        skewed, x, y, VectorAction(), {"cube (24)": lambda B, dev: exhaustive(G, device=dev)},
+        lambda B, g: exhaustive(G), generator=torch.Generator().manual_seed(0),
+        extras={"mask": m}, mask=m, repeats=1).set_index("twirl")
+    assert list(post.index) == ["none", "cube (24)"] and post.loc["cube (24)", "inner_N"] == 24
+    assert post.loc["none", "percent"] > 0.1 and post.loc["none", "cost_ratio"] == 1.0
+    assert post.loc["cube (24)", "percent"] < 1e-20  # the exact twirl over the evaluation group
+    # its loss is the plain model's L_mean over the same group (Jensen: never worse)
+    assert post.loc["cube (24)", "L"] == pytest.approx(post.loc["none", "L_mean"], rel=1e-12)
+    assert post.loc["cube (24)", "L"] <= post.loc["none", "L"]

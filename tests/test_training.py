@@ -1,11 +1,8 @@
-"""The training loop and the equivariance monitor."""
-import copy
-
+"""Tests for equivlib.training: the training loop and the equivariance monitor."""
 import pytest
 import torch
 
 import equivlib as eq
-from equivlib.config import ParameterError, by_profile, check_parameters, resolve_device, seed_everything
 from equivlib.training import EquivarianceMonitor, float64_copy, masked_mse, rotation_augment, train
 
 
@@ -187,38 +184,3 @@ def test_train_errors():
         train(model, {"x": x, "y": y * float("nan")}, **kw)
     with pytest.raises(ValueError, match="every"):
         EquivarianceMonitor(model, x, y, eq.VectorAction(), every=0)
-
-
-def test_config_parameters():
-    check_parameters({"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu"}, ["PROFILE", "SEED", "DEVICE"])
-    with pytest.raises(ParameterError, match="unknown parameter.*N_ROTATIONS"):
-        check_parameters({"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu", "N_ROTATIONS": 3},
-                         ["PROFILE", "SEED", "DEVICE"])
-    with pytest.raises(ParameterError, match="does not define"):
-        check_parameters({"PROFILE": "quick"}, ["PROFILE", "SEED"])
-    with pytest.raises(ParameterError, match="PROFILE"):
-        by_profile("medium", quick=1, full=2)
-    assert by_profile("full", quick=1, full=2) == 2
-    with pytest.raises(ParameterError, match="SEED"):
-        seed_everything(-1)
-    with pytest.raises(ParameterError, match="DEVICE"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ParameterError, match="no CUDA"):
-            resolve_device("cuda")
-    assert resolve_device("cpu").type == "cpu"
-
-
-def test_chapter_setup_rejects_injected_names_but_allows_interactive_reruns():
-    from equivlib.config import chapter_setup
-
-    ns = {"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu", "N_GRID": [2, 4], "BOGUS": 1}
-    with pytest.raises(ParameterError, match="BOGUS"):
-        chapter_setup(ns, known=["N_GRID"])
-    ns.pop("BOGUS")
-    chapter_setup(ns, known=["N_GRID"])
-    ns["SIZES"] = {"n": 1}  # a constant the chapter defines after the setup cell
-    chapter_setup(ns, known=["N_GRID"])  # re-running the setup cell in the same kernel
-    ns["PROFILE"] = "huge"
-    with pytest.raises(ParameterError, match="PROFILE"):
-        chapter_setup(ns, known=["N_GRID"])

@@ -1,0 +1,99 @@
+"""Tests for equivlib.runs: run configurations, their keys, and cached training runs."""
+import json
+import logging
+
+import pytest
+import torch
+
+import equivlib.runs as runs
+from equivlib.config import ParameterError
+from equivlib.runs import Run, RunConfig, checkpoint_steps, get_run
+from equivlib.training import train
+
+
+def test_bad_run_configs_raise():
+    with pytest.raises(ParameterError, match="unknown task"):
+        RunConfig("nope")
+    with pytest.raises(ParameterError, match="PROFILE"):
+        RunConfig("flow", profile="medium")
+    with pytest.raises(ParameterError, match="model size"):
+        RunConfig("flow", model_size="xl")
+    with pytest.raises(ParameterError, match="steps"):
+        RunConfig("flow", steps=-1)
+
+
+def test_keys_are_stable_and_distinct():
+    a = RunConfig("flow", seed=0)
+    assert a.key == RunConfig("flow", seed=0).key
+    assert a.key != RunConfig("flow", seed=1).key
+    assert a.key != RunConfig("flow", augment=False).key
+    assert a.key != RunConfig("flow", extra={"max_residues": 8}).key
+    assert checkpoint_steps(100)[0] == 0 and checkpoint_steps(100)[-1] == 100
+    assert checkpoint_steps(0) == [0]
+
+
+RUN_EXTRA = {"max_residues": 12, "n_heldout": 2, "monitor": {"times": [0.5], "n_elements": 4}}
+
+
+def test_run_is_cached_reloaded_and_repaired(tmp_path, monkeypatch, caplog):
+    calls = []
+
+    def counting_train(*a, **k):
+        calls.append(1)
+        return train(*a, **k)
+
+    monkeypatch.setattr(runs, "train", counting_train)
+    cfg = RunConfig("flow", steps=6, batch_size=4, eval_every=3, extra=RUN_EXTRA)
+    first = get_run(cfg, cache_dir=tmp_path, progress=False)
+    assert isinstance(first, Run) and first.trained and len(calls) == 1
+    assert list(first.monitor.step) == [0, 3, 6] and set(first.monitor.t) == {0.5}
+    assert first.checkpoint_steps == checkpoint_steps(6) and len(first.log) == 6
+    second = get_run(cfg, cache_dir=tmp_path, progress=False)
+    assert not second.trained and len(calls) == 1  # loaded, not retrained
+    assert second.monitor.equals(first.monitor) and second.log.equals(first.log)
+    for s in first.checkpoint_steps:
+        a, b = first.load_model(s).state_dict(), second.load_model(s).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    m0, m6 = first.load_model(0).state_dict(), first.load_model(6).state_dict()
+    assert any(not torch.equal(m0[k], m6[k]) for k in m0)
+    with pytest.raises(ParameterError, match="no checkpoint"):
+        first.load_model(5)
+    # same config, fresh cache: the same numbers (seeded)
+    again = get_run(cfg, cache_dir=tmp_path / "other", progress=False)
+    numbers = lambda run: run.monitor.drop(columns="train_seconds")  # noqa: E731 - wall-clock differs
+    assert numbers(again).equals(numbers(first))
+    # the training clock: increasing per step, and the monitor rows carry it (0 before training)
+    assert (first.log["seconds"].diff().dropna() > 0).all() and first.train_seconds == first.log["seconds"].iloc[-1]
+    assert first.monitor.loc[first.monitor.step == 0, "train_seconds"].eq(0).all()
+    assert first.monitor.set_index("step")["train_seconds"].loc[6] == first.log["seconds"].iloc[-1]
+    # corrupt a checkpoint: detected, logged, retrained
+    (first.path / "checkpoints" / f"step_{first.checkpoint_steps[1]}.pt").write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING, logger="equivlib.runs"):
+        fixed = get_run(cfg, cache_dir=tmp_path, progress=False)
+    assert fixed.trained and len(calls) == 3 and "retraining" in caplog.text
+    assert numbers(fixed).equals(numbers(first))
+    # a missing file as well
+    (fixed.path / "monitor.csv").unlink()
+    assert get_run(cfg, cache_dir=tmp_path, progress=False).trained and len(calls) == 4
+    # a different seed is a different entry
+    assert RunConfig("flow", steps=6, batch_size=4, eval_every=3, extra=RUN_EXTRA, seed=1).key != cfg.key
+    stored = json.loads((first.path / "config.json").read_text())
+    assert stored["config"]["steps"] == 6 and stored["key"] == cfg.key
+
+
+def test_run_with_e3nn_baseline_and_training_subset(tmp_path):
+    cfg = RunConfig("forces", steps=2, batch_size=2, eval_every=1, arch="e3nn", n_train=4,
+                    extra={"n_heldout": 2, "monitor": {"n_elements": 2}})
+    run = get_run(cfg, cache_dir=tmp_path, progress=False)
+    assert type(run.load_model()).__name__ == "E3ForceField"
+    assert json.loads((run.path / "config.json").read_text())["n_examples"] == 4
+    assert (run.monitor["percent"] < 1e-20).all()  # exactly equivariant: only float64 rounding is left
+    assert cfg.key != RunConfig("forces", steps=2, batch_size=2, eval_every=1, n_train=4,
+                                extra={"n_heldout": 2, "monitor": {"n_elements": 2}}).key
+    with pytest.raises(ParameterError, match="architecture"):
+        RunConfig("flow", arch="e3nn")
+    with pytest.raises(ParameterError, match="n_train"):
+        RunConfig("forces", n_train=0)
+    with pytest.raises(ParameterError, match="exceeds"):
+        get_run(RunConfig("forces", steps=1, n_train=10**6, extra={"n_heldout": 2}), cache_dir=tmp_path,
+                progress=False)
