@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-__all__ = ["set_style", "new_figure", "log2_axis"]
+__all__ = ["set_style", "new_figure", "log2_axis", "landscape_panel"]
 
 
 def set_style() -> None:
@@ -27,3 +27,35 @@ def log2_axis(ax, axis: str = "x") -> None:
     a = getattr(ax, f"{axis}axis")
     a.set_major_formatter(ScalarFormatter())
     a.set_minor_formatter(NullFormatter())
+
+
+def landscape_panel(ax, x, y, Z, *, title: str = "", xlabel: str = "", ylabel: str = "", points=(),
+                    markers=("*", "X", "P"), cbar_label: str = r"$\log_{10}$ loss", floor: float = 1e-6,
+                    cmap: str = "viridis", aspect: str = "equal"):
+    """A 2-D loss landscape on a log scale, with optional point markers and a colorbar.
+
+    Parameters
+    ----------
+    x, y : array-like or tensors, shapes ``(nx,)`` and ``(ny,)``
+    Z : array-like or tensor, shape ``(ny, nx)`` (rows indexed by ``y``), non-negative;
+        ``log10(Z + floor)`` is drawn.
+    points : sequence of ``(x, y)`` pairs, e.g. minima; the i-th gets ``markers[i]``
+        (the last marker repeats), white with a black edge.
+    aspect : ``"equal"`` (same scale on both axes) or ``"auto"``.
+
+    Returns
+    -------
+    The ``QuadMesh`` (for further colorbars or colour limits).
+    """
+    import numpy as np
+
+    def _np(v):
+        return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+
+    im = ax.pcolormesh(_np(x), _np(y), np.log10(_np(Z) + floor), cmap=cmap, shading="auto", rasterized=True)
+    for i, (px, py) in enumerate(points):
+        ax.plot(float(px), float(py), markers[min(i, len(markers) - 1)], ms=12, mec="k", mfc="w")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.figure.colorbar(im, ax=ax, label=cbar_label)
+    ax.set_aspect(aspect)
+    return im
