@@ -60,6 +60,7 @@ __all__ = [
     "packed_offsets",
     "split_mask",
     "index_list",
+    "batch_index",
     "cli_main",
     "logger",
 ]
@@ -450,6 +451,16 @@ def pad_packed(values: np.ndarray, counts: np.ndarray, fill: float | int = 0) ->
 def packed_offsets(counts: np.ndarray) -> np.ndarray:
     """Start offsets ``(B + 1,)`` of records of the given sizes in a packed array."""
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+
+
+def batch_index(idx):
+    """A batch index that keeps the batch dimension: an int ``i`` becomes the slice ``i:i+1``.
+
+    The selection rule of every batch class here (``batch[3]`` is a batch of one).
+    """
+    if isinstance(idx, int):
+        return slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+    return idx
 
 
 def index_list(items, idx, length: int) -> list:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..config import ParameterError, derived_seed
-from .cache import (check_loader_args, cli_main, index_list, load_or_build_profile, logger,
+from .cache import (batch_index, check_loader_args, cli_main, index_list, load_or_build_profile, logger,
                     pad_packed, packed_offsets, split_groups, split_mask)
 
 from .lj import AtomsBatch  # the padded-batch type shared with the Lennard-Jones task
@@ -151,23 +151,14 @@ class MoleculeBatch(AtomsBatch):
             smiles=list(self.smiles),
         )
 
-    def __len__(self) -> int:
-        return self.positions.shape[0]
-
     def __getitem__(self, idx) -> "MoleculeBatch":
         """Select conformers (int keeps the batch dimension; slices, index or bool tensors)."""
-        B = len(self)
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        B, idx = len(self), batch_index(idx)
         return MoleculeBatch(
             positions=self.positions[idx], forces=self.forces[idx], mask=self.mask[idx],
             energies=self.energies[idx], species=self.species[idx], molecule=self.molecule[idx],
             energy_offsets=self.energy_offsets[idx], smiles=index_list(self.smiles, idx, B),
         )
-
-    @property
-    def n_atoms(self) -> torch.Tensor:
-        return self.mask.sum(dim=1)
 
 
 # --------------------------------------------------------------------------- molecules

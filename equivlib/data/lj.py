@@ -24,6 +24,8 @@ from typing import Sequence
 
 import torch
 
+from .cache import batch_index
+
 __all__ = ["AtomsBatch", "check_positions_mask", "lennard_jones_forces", "lennard_jones_clusters"]
 
 
@@ -79,8 +81,7 @@ class AtomsBatch:
 
         An integer keeps the batch dimension (returns a batch of one cluster).
         """
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        idx = batch_index(idx)
         return AtomsBatch(*(getattr(self, f.name)[idx] for f in fields(self)))
 
     @property

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..config import ParameterError, derived_seed
-from .cache import (check_loader_args, cli_main, index_list, load_or_build_profile, logger,
+from .cache import (batch_index, check_loader_args, cli_main, index_list, load_or_build_profile, logger,
                     pad_packed, split_groups, split_mask)
 
 __all__ = [
@@ -118,9 +118,7 @@ class Backbones:
         return self.positions.shape[0]
 
     def __getitem__(self, idx) -> "Backbones":
-        B = len(self)
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        B, idx = len(self), batch_index(idx)
         return Backbones(self.positions[idx], self.mask[idx], index_list(self.chain_ids, idx, B),
                          index_list(self.sequences, idx, B))
 

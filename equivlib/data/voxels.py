@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..config import ParameterError, derived_seed
-from .cache import (check_loader_args, cli_main, index_list, load_or_build_profile, logger,
+from .cache import (batch_index, check_loader_args, cli_main, index_list, load_or_build_profile, logger,
                     pad_packed, split_groups, split_mask)
 from .forces import _SYMBOL_TO_Z, _map, embed_conformers, select_molecules
 
@@ -115,9 +115,7 @@ class VoxelMolecules:
         return self.positions.shape[0]
 
     def __getitem__(self, idx) -> "VoxelMolecules":
-        B = len(self)
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        B, idx = len(self), batch_index(idx)
         return VoxelMolecules(self.positions[idx], self.species[idx], self.mask[idx],
                               index_list(self.smiles, idx, B))
 
