@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from equivlib.config import (ParameterError, by_profile, check_parameters, derived_generator, derived_seed,
-                             resolve_device, seed_everything)
+from equivlib.config import (ParameterError, by_profile, chapter_setup, check_parameters, derived_generator,
+                             derived_seed, resolve_device, seed_everything, set_threads)
 
 
 def test_config_parameters():
@@ -56,3 +56,41 @@ def test_derived_seed_values_are_pinned():
         derived_seed(0, 1.5)
     a, b = derived_generator(0, "x"), derived_generator(0, "x")
     assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+
+
+def test_set_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("EQUIVLIB_THREADS", raising=False)
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("EQUIVLIB_THREADS", "2")
+        set_threads(1)  # the environment wins
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("EQUIVLIB_THREADS")
+        with pytest.raises(ParameterError, match="positive integer"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_chapter_setup_cpu_threads(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("EQUIVLIB_THREADS", raising=False)
+    try:
+        ns = {"PROFILE": "quick", "SEED": 3, "DEVICE": "cpu"}
+        device, gen = chapter_setup(ns, [], cpu_threads=1)
+        assert device == torch.device("cpu") and torch.get_num_threads() == 1
+        assert gen.initial_seed() == 3
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(False)
+
+
+def test_resolve_device_accepts_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ParameterError, match="DEVICE must be one of"):
+        resolve_device("tpu")

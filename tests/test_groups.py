@@ -575,3 +575,17 @@ def test_cube_rotation_classes_are_conjugacy_classes():
         assert cube_rotation_classes(h @ G @ h.T) == labels
     with pytest.raises(GroupError, match="cube"):
         cube_rotation_classes(torch.eye(3, dtype=torch.float64)[None] * 0.5)
+
+
+def test_element_indices_finds_and_rejects():
+    from equivlib.groups import GroupError, cube_group, cube_subset16, element_indices
+
+    G = cube_group()
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(element_indices(G, G[perm]), perm)
+    idx = element_indices(G, cube_subset16())
+    assert len(set(idx.tolist())) == 16 and torch.allclose(G[idx], cube_subset16(), atol=1e-12)
+    with pytest.raises(GroupError, match="element 1 is not in the group"):
+        element_indices(G, torch.stack([G[3], -G[3]]))
+    with pytest.raises(GroupError, match="same d"):
+        element_indices(G, torch.eye(2, dtype=torch.float64)[None])

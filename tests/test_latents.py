@@ -94,3 +94,23 @@ def test_unet_bottleneck_under_the_cube_group(tol):
     others = torch.ones(24, dtype=torch.bool)
     others[ident] = False
     assert sim.same[others].max() < 1 - 1e-6  # a random U-Net is not equivariant
+
+
+def test_latent_study_concatenates_probes():
+    from equivlib.latents import latent_similarity, latent_study
+
+    x = points()
+    R = torch.stack([random_rotation(s) for s in (1, 2)])
+    norms = lambda v: v.norm(dim=-1)  # noqa: E731 - invariant
+    coords = lambda v: v  # noqa: E731 - equivariant
+    table, summ = latent_study({("a", "inv"): (norms, None), ("a", "eq"): (coords, eq.VectorAction())}, x, R,
+                               eq.VectorAction())
+    assert set(summ) == {("a", "inv"), ("a", "eq")}
+    assert {"when", "probe"} <= set(table.columns) and set(table["probe"]) == {"inv", "eq"}
+    direct = latent_similarity(norms, x, R, eq.VectorAction()).summary()
+    assert summ[("a", "inv")] == direct
+    assert summ[("a", "eq")]["min_same"] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="one entry per key name"):
+        latent_study({("a",): (norms, None)}, x, R, eq.VectorAction())
+    with pytest.raises(ValueError, match="at least one"):
+        latent_study({}, x, R, eq.VectorAction())

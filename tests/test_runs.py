@@ -56,6 +56,7 @@ def test_run_is_cached_reloaded_and_repaired(tmp_path, monkeypatch, caplog):
         assert all(torch.equal(a[k], b[k]) for k in a)
     m0, m6 = first.load_model(0).state_dict(), first.load_model(6).state_dict()
     assert any(not torch.equal(m0[k], m6[k]) for k in m0)
+    assert first.n_parameters == sum(p.numel() for p in first.load_model().parameters()) > 0
     with pytest.raises(ParameterError, match="no checkpoint"):
         first.load_model(5)
     # same config, fresh cache: the same numbers (seeded)
@@ -97,3 +98,16 @@ def test_run_with_e3nn_baseline_and_training_subset(tmp_path):
     with pytest.raises(ParameterError, match="exceeds"):
         get_run(RunConfig("forces", steps=1, n_train=10**6, extra={"n_heldout": 2}), cache_dir=tmp_path,
                 progress=False)
+
+
+def test_runconfig_replace_merges_monitor():
+    from equivlib.runs import RunConfig
+
+    c = RunConfig("forces", steps=10, extra={"monitor": {"n_elements": 8, "at": [1, 2]}, "method": "mmff"})
+    d = c.replace(batch_size=1, monitor={"n_elements": 4})
+    assert d.batch_size == 1 and d.steps == 10 and d.extra["method"] == "mmff"
+    assert d.extra["monitor"] == {"n_elements": 4, "at": [1, 2]}
+    assert c.extra["monitor"]["n_elements"] == 8  # the original is untouched
+    assert c.replace(arch="e3nn").extra == c.extra and c.replace(arch="e3nn").key != c.key
+    with pytest.raises(ParameterError):
+        c.replace(batch_size=0)

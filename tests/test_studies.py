@@ -95,3 +95,62 @@ def test_twirled_inference_study_exhaustive_twirl_is_exactly_equivariant(cluster
     # its loss is the plain model's L_mean over the same group (Jensen: never worse)
     assert post.loc["cube (24)", "L"] == pytest.approx(post.loc["none", "L_mean"], rel=1e-12)
     assert post.loc["cube (24)", "L"] <= post.loc["none", "L"]
+
+
+def test_checkpoint_split_study_exact_and_subset():
+    from equivlib.groups import VectorAction, cube_group, cube_subset16
+    from equivlib.studies import checkpoint_split_study
+
+    G = cube_group()
+    x = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    W = torch.randn(3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    models = {0: lambda v: v @ W, 10: lambda v: 2.0 * v}  # 10: exactly equivariant
+    load = lambda step: _Wrap(models[step])  # noqa: E731
+    r = checkpoint_split_study(load, [0, 10], x, y, VectorAction(), G, Ns=[2, 8], n_reps=3, n_check=8,
+                               subset=cube_subset16(), generator=torch.Generator().manual_seed(0))
+    assert list(r.table["step"]) == [0, 10]
+    # the exact split over the group, computed directly
+    Z = torch.stack([((x @ g.T) @ W) @ g for g in G])  # g^-1 f(g x) with g acting as v -> g v on rows
+    exact = decompose(Z[None], y, "exhaustive").summary()["percent"]
+    assert r.table.loc[0, "exact %"] == pytest.approx(exact, rel=1e-10)
+    assert r.table.loc[1, "exact %"] == pytest.approx(0.0, abs=1e-20)
+    assert r.table.loc[1, "subset %"] == pytest.approx(0.0, abs=1e-20)
+    assert set(r.final["N"]) == {2, 8} and r.n_check == 8 and r.truth["percent"] == r.table.loc[1, "exact %"]
+    with pytest.raises(ValueError, match="n_check"):
+        checkpoint_split_study(load, [0], x, y, VectorAction(), G, Ns=[2], n_reps=1, n_check=8,
+                               generator=torch.Generator().manual_seed(0))
+    with pytest.raises(Exception, match="not in the group"):
+        checkpoint_split_study(load, [0], x, y, VectorAction(), G, Ns=[8], n_reps=1, n_check=8,
+                               subset=G[:2] * -1, generator=torch.Generator().manual_seed(0))
+
+
+class _Wrap(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, v):
+        return self.fn(v)
+
+
+def test_sweep_table_dip_and_epochs():
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from equivlib.studies import sweep_table
+
+    def run(percents, n_train=None, batch=4, steps=100):
+        mon = pd.DataFrame({"step": [0, 10, 50, 100][:len(percents)], "percent": percents, "L": 1.0})
+        return SimpleNamespace(monitor=mon, config=SimpleNamespace(n_train=n_train, batch_size=batch, steps=steps))
+
+    ref = run([10.0, 5.0, 0.5, 0.4])
+    small = run([10.0, 0.9, 0.5, 0.4], n_train=8)
+    never = run([10.0, 9.0, 8.0, 7.0], batch=1)
+    t = sweep_table({("data", "all"): ref, ("data", "8"): small, ("batch", "ref"): ref, ("batch", "1"): never},
+                    ref, n_examples=40, dip_factor=10)
+    assert list(t["axis"]) == ["batch", "batch", "data", "data"] and t["reference"].tolist() == [True, False, True, False]
+    row = t[(t["axis"] == "data") & ~t["reference"]].iloc[0]
+    assert row["dip step"] == 10 and row["dip epoch"] == pytest.approx(10 * 4 / 8) and row["epochs"] == pytest.approx(50)
+    assert t[(t["axis"] == "data") & t["reference"]].iloc[0]["dip step"] == 50
+    assert pd.isna(t[(t["axis"] == "batch") & ~t["reference"]].iloc[0]["dip step"])
