@@ -380,8 +380,8 @@ def haar_so3_numpy(rng: np.random.Generator) -> np.ndarray:
     sampler :func:`equivlib.groups.haar_so3` draws other rotations from other
     numbers; this one stays because the rotation check stored in every force data
     set (``meta["rotation_check"]``, see :func:`generate_forces`) was drawn with it
-    from ``np.random.default_rng(derived_seed(seed, 303))``: regenerating a data
-    set gives the same bytes only with the same rotation.
+    from ``np.random.default_rng(derived_seed(seed, 303))``: a regenerated data set
+    reproduces that record (to the bit, on the same machine) only with the same rotation.
     """
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
     q = q * np.sign(np.diag(r))

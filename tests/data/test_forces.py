@@ -190,7 +190,7 @@ def test_missing_molsets_gives_install_hint(monkeypatch):
 
 
 def test_haar_so3_numpy_is_the_sampler_of_the_stored_rotation_check(force_sample):
-    """Pinned: regenerating a force data set reproduces its bytes only with these exact rotations."""
+    """Pinned: a regenerated force data set reproduces its stored rotation check only with these rotations."""
     R = forces.haar_so3_numpy(np.random.default_rng(derived_seed(0, 303)))
     expected = np.array([[-0.16030230105636978, 0.9313591974959673, 0.32691469455455935],
                          [-0.7235044238958407, -0.3361635706712035, 0.6029389706734292],
