@@ -53,8 +53,9 @@ _TMP = tempfile.mkdtemp(prefix="equivlib-bench-data-")
 os.environ["EQUIVLIB_DATA_CACHE"] = _TMP  # before importing equivlib: never the repository's data/cache
 
 from equivlib.config import ParameterError, resolve_device  # noqa: E402
-from equivlib.data.forces import (FORCE_PROFILES, embed_conformers, energy_forces, haar_so3_numpy,  # noqa: E402
+from equivlib.data.forces import (FORCE_PROFILES, embed_conformers, energy_forces,  # noqa: E402
                                   rotation_check, select_molecules)
+from equivlib.groups import haar_so3_numpy  # noqa: E402
 from equivlib.data.proteins import PROTEIN_PROFILES, build_backbones, protein_source_files, read_ca_traces  # noqa: E402
 from equivlib.data.voxels import VOXEL_PROFILES, load_voxel_molecules, voxelize  # noqa: E402
 

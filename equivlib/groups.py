@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+import numpy as np
 import torch
 
 __all__ = [
     "haar_so3",
+    "haar_so3_numpy",
     "quaternion_to_matrix",
     "check_rotations",
     "generate_group",
@@ -101,6 +103,24 @@ def haar_so3(
         raise GroupError(f"shape must be non-negative ints, got {shape}")
     q = torch.randn(*shape, 4, generator=generator, dtype=torch.float64)
     return quaternion_to_matrix(q).to(dtype=dtype, device=device)
+
+
+def haar_so3_numpy(rng: np.random.Generator) -> np.ndarray:
+    """One Haar-random rotation matrix ``(3, 3)``, float64, from a NumPy generator.
+
+    QR of a standard Gaussian matrix with the signs of ``diag(R)`` moved into ``Q``
+    (Haar on O(3)), then the first column negated when ``det Q = -1``.  The torch
+    sampler :func:`haar_so3` draws other rotations from other numbers; this one
+    stays because the rotation check stored in every force data set
+    (``meta["rotation_check"]``, see :func:`equivlib.data.forces.generate_forces`) was drawn with it
+    from ``np.random.default_rng(derived_seed(seed, 303))``: a regenerated data set
+    reproduces that record (to the bit, on the same machine) only with the same rotation.
+    """
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
 
 
 def check_rotations(R: torch.Tensor, atol: float | None = None, name: str = "R") -> torch.Tensor:

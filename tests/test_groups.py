@@ -589,3 +589,12 @@ def test_element_indices_finds_and_rejects():
         element_indices(G, torch.stack([G[3], -G[3]]))
     with pytest.raises(GroupError, match="same d"):
         element_indices(G, torch.eye(2, dtype=torch.float64)[None])
+
+
+def test_haar_so3_numpy_is_haar():
+    from equivlib.groups import haar_so3_numpy
+
+    Rs = np.stack([haar_so3_numpy(np.random.default_rng(s)) for s in range(2000)])
+    assert np.abs(Rs @ Rs.transpose(0, 2, 1) - np.eye(3)).max() < 1e-12
+    assert np.abs(np.linalg.det(Rs) - 1).max() < 1e-12
+    assert stats.kstest(rotation_angle(torch.from_numpy(Rs)), haar_angle_cdf).pvalue > 1e-3

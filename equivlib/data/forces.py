@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..config import ParameterError, derived_seed
+from ..groups import haar_so3_numpy
 from .cache import (batch_index, check_loader_args, cli_main, index_list, load_or_build_profile, logger,
                     pad_packed, packed_offsets, split_groups, split_mask)
 
@@ -63,7 +64,6 @@ __all__ = [
     "gfn2_energy_forces",
     "mmff_energy_forces",
     "energy_forces",
-    "haar_so3_numpy",
     "rotation_check",
     "generate_forces",
     "build_forces",
@@ -370,24 +370,6 @@ def energy_forces(mol, positions: np.ndarray, method: str = "gfn2") -> tuple[flo
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
     uhf = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
     return gfn2_energy_forces(numbers, positions, charge=Chem.GetFormalCharge(mol), uhf=uhf)
-
-
-def haar_so3_numpy(rng: np.random.Generator) -> np.ndarray:
-    """One Haar-random rotation matrix ``(3, 3)``, float64, from a NumPy generator.
-
-    QR of a standard Gaussian matrix with the signs of ``diag(R)`` moved into ``Q``
-    (Haar on O(3)), then the first column negated when ``det Q = -1``.  The torch
-    sampler :func:`equivlib.groups.haar_so3` draws other rotations from other
-    numbers; this one stays because the rotation check stored in every force data
-    set (``meta["rotation_check"]``, see :func:`generate_forces`) was drawn with it
-    from ``np.random.default_rng(derived_seed(seed, 303))``: a regenerated data set
-    reproduces that record (to the bit, on the same machine) only with the same rotation.
-    """
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def rotation_check(mol, positions: np.ndarray, method: str, rotation: np.ndarray) -> dict[str, float]:
