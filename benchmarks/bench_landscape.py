@@ -8,12 +8,11 @@ from every point of grids of several sizes.  Not a test.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
 
-import equivlib.teacher_student as ts
+from equivlib import hidden as ts
 
 
 def best_of(fn, repeats: int, sync, warmup: bool = True) -> float:
@@ -57,7 +56,7 @@ def main() -> None:
     for g in args.gd_grids:
         v = torch.linspace(-3, 3, g, dtype=torch.float64, device=dev)
         Bg, Ag = torch.meshgrid(v, v, indexing="ij")
-        for name, scale in (("direct", 1.0), ("rescaled", math.sqrt(args.n - 1))):
+        for name, scale in (("direct", 1.0), ("rescaled", prob.rescale_a)):
             big = g > 101  # one timed run, no warm-up, for the large grids
             t = best_of(lambda: ts.gd_slice(prob, Ag, Bg, steps=100, lr=0.05, scale_a=scale),
                         1 if big else args.repeats, sync, warmup=not big)
