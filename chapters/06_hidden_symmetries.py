@@ -41,12 +41,13 @@ import torch
 
 from equivlib import hidden as ts
 from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
-from equivlib.config import by_profile, chapter_setup, set_threads
+from equivlib.config import by_profile, chapter_setup
 from equivlib.plotting import landscape_panel, new_figure, set_style
 
 device, generator = chapter_setup(
     globals(), known=["N_PERM", "N_IN_TRIVIAL", "N_HIDDEN_TRIVIAL", "AB_RANGE", "LR", "GD_STEPS",
-                      "S2_DEGREES", "S2_TEACHER"])
+                      "S2_DEGREES", "S2_TEACHER"],
+    cpu_threads=by_profile(PROFILE, quick=1, full=None))  # quick: tiny batched kernels, extra threads only contend
 if not (isinstance(N_PERM, int) and 3 <= N_PERM <= 6):
     raise ValueError(f"N_PERM must be an integer in 3..6 (brute-force conjugate search), got {N_PERM!r}")
 if not (isinstance(S2_DEGREES, list) and S2_DEGREES and all(isinstance(l, int) and l >= 1 for l in S2_DEGREES)):
@@ -57,14 +58,13 @@ if AB_RANGE <= 0 or LR <= 0 or GD_STEPS < 1:
     raise ValueError("AB_RANGE and LR must be positive and GD_STEPS >= 1")
 SIZES = by_profile(
     PROFILE,
-    quick=dict(cpu_threads=1, grid=201, gd_grid=41, bad_half_gd=500, relax_steps=1500, relax_log=75, relax_lr=0.2, seeds=4,
+    quick=dict(grid=201, gd_grid=41, bad_half_gd=500, relax_steps=1500, relax_log=75, relax_lr=0.2, seeds=4,
                seed_grid=101, s2_grid=31, s2_samples=64, s2_res_factor=2, s2_rotations=8,
                q_n=[3, 4, 5, 6], q_teachers=3),
-    full=dict(cpu_threads=None, grid=201, gd_grid=201, bad_half_gd=2000, relax_steps=3000, relax_log=25, relax_lr=0.2, seeds=12,
+    full=dict(grid=201, gd_grid=201, bad_half_gd=2000, relax_steps=3000, relax_log=25, relax_lr=0.2, seeds=12,
               seed_grid=201, s2_grid=81, s2_samples=256, s2_res_factor=4, s2_rotations=32,
               q_n=[3, 4, 5, 6, 7, 8], q_teachers=12),
 )
-set_threads(SIZES["cpu_threads"] if device.type == "cpu" else None)  # tiny batched kernels: threads only contend
 DTYPE = torch.float64
 TOL = 1e-10                 # identities that hold exactly (float64)
 CONSTRAINED_NEWTON = 40     # Newton polish of the constrained spurious minimum

@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-__all__ = ["set_style", "new_figure", "log2_axis", "landscape_panel"]
+__all__ = ["set_style", "new_figure", "log2_axis", "landscape_panel", "percent_panel"]
 
 
 def set_style() -> None:
@@ -59,3 +59,28 @@ def landscape_panel(ax, x, y, Z, *, title: str = "", xlabel: str = "", ylabel: s
     ax.figure.colorbar(im, ax=ax, label=cbar_label)
     ax.set_aspect(aspect)
     return im
+
+
+def percent_panel(ax, curves, *, threshold: float | None = None, band: bool = False, colors=None, styles=None,
+                  legend_size: float = 7, ylabel: str = "% of held-out loss from equivariance error") -> None:
+    """Percent of the held-out loss from equivariance error against training step, one line per curve.
+
+    ``curves`` maps a legend label to a monitor table (columns ``step``,
+    ``percent`` and, with ``band=True``, ``se_percent``: the band is ±2
+    standard errors).  Step 0 is left out (log axes).  ``colors`` and
+    ``styles`` map labels to a colour and to extra ``ax.plot`` keywords
+    (default colours ``C0``, ``C1``, …; default markers ``o``).  A dashed grey
+    line marks ``threshold``.
+    """
+    for i, (label, curve) in enumerate(curves.items()):
+        c = curve[curve["step"] > 0]
+        color = (colors or {}).get(label, f"C{i}")
+        ax.plot(c["step"], c["percent"], label=label, color=color, **{"marker": "o", "ms": 3, **(styles or {}).get(label, {})})
+        if band:
+            lo = (c["percent"] - 2 * c["se_percent"]).clip(lower=1e-4)
+            ax.fill_between(c["step"], lo, c["percent"] + 2 * c["se_percent"], alpha=0.25, color=color)
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="grey", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="training step", ylabel=ylabel)
+    if len(curves) > 1:
+        ax.legend(fontsize=legend_size)

@@ -1,8 +1,23 @@
 #!/usr/bin/env python
-"""Print the glued values of executed chapters: ``python tools/glued.py book/generated/01_*.ipynb``."""
+"""Print the glued values of executed chapters: ``python tools/glued.py book/generated/01_*.ipynb``.
+
+Numbers and text print as glued; figures as ``<figure>``; tables (pandas Stylers, whose
+plain text is only an object address) as their cells' text, row by row, so that two
+builds can be compared with ``diff``.
+"""
+import html
+import re
 import sys
 
 import nbformat
+
+
+def table_text(markup: str) -> str:
+    rows = re.findall(r"<tr.*?>(.*?)</tr>", markup, flags=re.S)
+    cells = [[html.unescape(re.sub(r"<.*?>", "", c)).strip() for c in re.findall(r"<t[hd].*?>(.*?)</t[hd]>", r, flags=re.S)]
+             for r in rows]
+    return " / ".join(" | ".join(c) for c in cells)
+
 
 for path in sys.argv[1:]:
     nb = nbformat.read(path, as_version=4)
@@ -12,5 +27,9 @@ for path in sys.argv[1:]:
             name = out.get("metadata", {}).get("scrapbook", {}).get("name")
             if name:
                 data = {k.replace("application/papermill.record/", ""): v for k, v in out.get("data", {}).items()}
-                text = "<figure>" if "image/png" in data else str(data.get("text/plain", ""))
-                print(f"{name:28s} {text if len(text) < 400 else text[:400] + '…'}")
+                text = str(data.get("text/plain", ""))
+                if "image/png" in data:
+                    text = "<figure>"
+                elif "text/html" in data and text.startswith("<pandas"):
+                    text = table_text(str(data["text/html"]))
+                print(f"{name:28s} {text}")

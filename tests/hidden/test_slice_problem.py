@@ -91,25 +91,6 @@ def test_seed_study_rows_match_single_runs():
     assert row["dist ratio"] == pytest.approx(r["dist_line"] / (abs(p.a_teacher - p.b_teacher) / math.sqrt(2)))
 
 
-def test_landscape_panel_draws_and_returns_the_mappable(prob, minima):
-    from matplotlib.collections import QuadMesh
-    from matplotlib.figure import Figure
-
-    from equivlib.plotting import landscape_panel
-
-    ab = torch.linspace(-3, 3, 21, dtype=DT)
-    Z = ts.slice_landscape(prob, ab, ab)
-    ax = Figure().add_subplot()
-    im = landscape_panel(ax, ab, ab, Z, title="t", xlabel="a", ylabel="b",
-                         points=[(m["a"], m["b"]) for m in minima], cbar_label="log loss")
-    assert isinstance(im, QuadMesh)
-    assert im.get_array().shape == (21 * 21,) or im.get_array().shape == (21, 21)
-    assert im.get_array().max() == pytest.approx(math.log10(Z.max().item() + 1e-6))
-    assert [ln.get_marker() for ln in ax.get_lines()] == ["*", "X"]
-    assert ax.get_title() == "t" and ax.get_aspect() == 1.0
-    assert ax.figure.axes[-1].get_ylabel() == "log loss"  # the colorbar
-
-
 def test_line_fit_and_boundary():
     ab = torch.linspace(-1, 1, 21, dtype=DT)
     B, A = torch.meshgrid(ab, ab, indexing="ij")
