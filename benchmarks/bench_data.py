@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 _TMP = tempfile.mkdtemp(prefix="equivlib-bench-data-")
 os.environ["EQUIVLIB_DATA_CACHE"] = _TMP  # before importing equivlib: never the repository's data/cache
 
-from equivlib.config import ParameterError, resolve_device  # noqa: E402
+from equivlib.config import ParameterError, derived_seed, resolve_device, set_threads  # noqa: E402
 from equivlib.data.forces import (FORCE_PROFILES, embed_conformers, energy_forces,  # noqa: E402
                                   rotation_check, select_molecules)
 from equivlib.groups import haar_so3_numpy  # noqa: E402
@@ -97,7 +97,7 @@ def bench_forces(a):
     def embed():
         out = []
         for i, smi in enumerate(smiles):
-            mol, confs = embed_conformers(smi, a.conformers, a.seed + i)
+            mol, confs = embed_conformers(smi, a.conformers, derived_seed(a.seed, "bench-forces", i))
             out.append((mol, [x - x.mean(axis=0) for x in confs]))
         return out
 
@@ -105,7 +105,7 @@ def bench_forces(a):
     n_conf = sum(len(c) for _, c in embedded)
     n_atoms = [m.GetNumAtoms() for m, _ in embedded]
     res = {"smiles": smiles, "select_s": select_s, "atoms_per_molecule": n_atoms, "embed": stats(n_conf, t_embed)}
-    rng = np.random.default_rng(a.seed)
+    rng = np.random.default_rng(derived_seed(a.seed, "bench-rotation"))
     for method in METHODS:
         def label():
             return [energy_forces(mol, x, method) for mol, confs in embedded for x in confs]
@@ -153,14 +153,14 @@ def bench_proteins(a):
 
 def bench_voxel_embedding(a):
     t0 = time.perf_counter()
-    smiles = select_molecules(a.voxel_molecules, a.seed + 1,
+    smiles = select_molecules(a.voxel_molecules, derived_seed(a.seed, "bench-voxel-molecules"),
                               max_heavy_atoms=VOXEL_PROFILES["quick"]["data"]["max_heavy_atoms"])
     select_s = time.perf_counter() - t0
 
     def embed():
         ok = 0
         for i, smi in enumerate(smiles):
-            _, confs = embed_conformers(smi, 1, a.seed + i, optimize=True)
+            _, confs = embed_conformers(smi, 1, derived_seed(a.seed, "bench-voxels", i), optimize=True)
             ok += bool(confs)
         return ok
 
@@ -212,7 +212,7 @@ def main():
         device = resolve_device(a.device)
     except ParameterError as exc:
         ap.error(str(exc))
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     load_before = os.getloadavg()
 
     forces = bench_forces(a)

@@ -13,6 +13,7 @@ import time
 import torch
 
 from equivlib import hidden as ts
+from equivlib.config import resolve_device, set_threads
 
 
 def best_of(fn, repeats: int, sync, warmup: bool = True) -> float:
@@ -30,15 +31,14 @@ def best_of(fn, repeats: int, sync, warmup: bool = True) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--gd-grids", type=int, nargs="+", default=[41, 101, 201])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
+    set_threads(args.threads or None)
+    dev = resolve_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     prob = ts.make_problem(args.n, seed=0, device=dev)
     rows = []

@@ -58,6 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from equivlib.config import ParameterError, resolve_device, set_threads  # noqa: E402
 from equivlib.runs import RunConfig  # noqa: E402
 from equivlib.tasks import TASKS, make_task  # noqa: E402
 from equivlib.training import train  # noqa: E402
@@ -93,7 +94,7 @@ def one_run(task, every, args, device, monitor_kw):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=RunConfig.__dataclass_fields__["eval_every"].default,
@@ -111,10 +112,11 @@ def main():
     a = ap.parse_args()
     if a.repeats < 1 or a.steps < 1 or a.every < 1:
         ap.error("--repeats, --steps and --every must be positive")
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda requested but torch sees no CUDA device")
-    device = torch.device(a.device)
-    torch.set_num_threads(a.threads)
+    try:
+        device = resolve_device(a.device)
+    except ParameterError as exc:
+        ap.error(str(exc))
+    set_threads(a.threads)
     load_before = os.getloadavg()
 
     measured = MULTIPLES if a.measure_multiples else MULTIPLES[:1]

@@ -37,6 +37,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from equivlib.config import ParameterError, resolve_device, set_threads  # noqa: E402
 from equivlib.groups import VectorAction, sample_haar  # noqa: E402
 from equivlib.twirl import decompose, twisted_predictions  # noqa: E402
 
@@ -149,7 +150,7 @@ def worker(variant: str, B: int, device: torch.device, threads: int) -> None:
     that the one-time cost of the probe is excluded.
     """
     if device.type == "cpu":
-        torch.set_num_threads(threads)
+        set_threads(threads)
     args = setup(B, device)
     fn = make_variant("batched" if variant == "batched_warm" else variant, *args)
     if variant == "batched_warm":
@@ -189,7 +190,7 @@ def peak_memory(variant, B, device, threads) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -200,14 +201,15 @@ def main():
     a = ap.parse_args()
     if a.repeats < 7:
         ap.error("--repeats must be at least 7")
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda requested but torch sees no CUDA device")
-    device = torch.device(a.device)
+    try:
+        device = resolve_device(a.device)
+    except ParameterError as exc:
+        ap.error(str(exc))
     if a.worker:
         worker(a.worker, a.batch, device, a.threads)
         return
     if device.type == "cpu":
-        torch.set_num_threads(a.threads)
+        set_threads(a.threads)
 
     rows = []
     for B in BATCHES:
