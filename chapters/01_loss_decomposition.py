@@ -37,7 +37,7 @@ import torch
 import equivlib as eq
 from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
 from equivlib.curves import settle_step
-from equivlib.config import by_profile, chapter_setup
+from equivlib.config import by_profile, chapter_setup, derived_generator, derived_seed
 from equivlib.data import lennard_jones_clusters
 from equivlib.models import AtomTransformer, E3ForceField, MLPForceField
 from equivlib.plotting import log2_axis, new_figure, set_style
@@ -322,7 +322,7 @@ glue("ch1-identity-table", identity.style.format(precision=3, thousands=","))
 torch.manual_seed(SEED)
 student = AtomTransformer(d_model=SIZES["d_model"], n_layers=SIZES["layers"], dtype=TRAIN_DTYPE, device=device)
 monitor = EquivarianceMonitor(student, x_te, y_te, vec, every=SIZES["eval_every"], at=[1, 2, 5, 10, 20],
-                              extras={"mask": m_te}, mask=m_te, n_elements=N_MEASURE, seed=SEED)
+                              extras={"mask": m_te}, mask=m_te, n_elements=N_MEASURE, seed=derived_seed(SEED, "ch1-monitor"))
 log = train(student, train_data, steps=SIZES["steps"], batch_size=SIZES["batch"], forward=fwd,
             loss=lambda p, b: masked_mse(p, b["y"], b["mask"]), augment=rotation_augment("x", ("y",)),
             monitor=monitor, lr=1e-3, generator=gen, desc="transformer")
@@ -545,7 +545,7 @@ glue("ch1-taylor-rel", 100 * taylor_rel)
 # approximately equivariant; rotated designs make it much closer.
 
 # %% tags=["hide-input"]
-inner = torch.Generator().manual_seed(SEED + 1)
+inner = derived_generator(SEED, "ch1-twirled-inference")
 inference = {
     "Haar 12": lambda B, dev: eq.sample_haar(12, batch=B, generator=inner, device=dev),
     "tetrahedral (12)": lambda B, dev: eq.sample_design(eq.tetrahedral_group(), 1, batch=B, generator=inner, device=dev),

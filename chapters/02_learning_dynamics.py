@@ -36,7 +36,7 @@ import torch
 import equivlib as eq
 from equivlib import curves
 from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
-from equivlib.config import by_profile, chapter_setup
+from equivlib.config import by_profile, chapter_setup, derived_generator
 from equivlib.plotting import log2_axis, new_figure, percent_panel, set_style
 from equivlib.runs import RunConfig, checkpoint_steps, get_run
 from equivlib.studies import checkpoint_split_study, sweep_table
@@ -240,7 +240,7 @@ glue("ch2-fig-percent", fig)
 # {glue:text}`ch2-vox-group` cube rotations for the voxels).
 
 # %% tags=["hide-input"]
-check_gen = torch.Generator().manual_seed(SEED + 7)
+check_gen = derived_generator(SEED, "ch2-identity")
 gaps = {}
 for name in TASK_NAMES:
     task, model64 = tasks[name], float64_copy(runs[name].load_model())
@@ -279,7 +279,7 @@ G24 = eq.cube_group(dtype=torch.float64)
 SUB_NS, SUB_REPS, N_CHECK = SIZES["voxsub"]["Ns"], SIZES["voxsub"]["reps"], SIZES["voxsub"]["n_check"]
 split = checkpoint_split_study(vrun.load_model, vrun.checkpoint_steps, tv.heldout.x, tv.heldout.y, tv.action, G24,
                                Ns=SUB_NS, n_reps=SUB_REPS, n_check=N_CHECK, subset=eq.cube_subset16(),
-                               generator=torch.Generator().manual_seed(SEED + 13))
+                               generator=derived_generator(SEED, "ch2-voxel-subsets"))
 vox_sub, table, truth, paper = split.table, split.final, split.truth, split.subset_final
 rel16 = (vox_sub["subset %"] / vox_sub["exact %"] - 1) * 100
 glue("ch2-vox16-bias-min", float(rel16.min()))
@@ -549,7 +549,7 @@ glue("ch2-lat-map-face180", float(lat_classes.loc[("bottleneck map (equivariance
 # Flow matching: is the final per-residue latent invariant?  (If the model were equivariant, the
 # 3 directions its linear head reads would rotate, so full invariance is not expected.)
 held_t = tp.flow_heldout(0.5)
-Rs = eq.haar_so3(8, generator=torch.Generator().manual_seed(SEED + 11), dtype=torch.float64,
+Rs = eq.haar_so3(8, generator=derived_generator(SEED, "ch2-latent-rotations"), dtype=torch.float64,
                  device=held_t.x.device)
 flow_probes = {(when,): (float64_copy(runs["flow"].load_model(step)).latent, None)
                for when, step in (("init", 0), ("trained", runs["flow"].checkpoint_steps[-1]))}

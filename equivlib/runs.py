@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .config import ParameterError, check_profile, resolve_device
+from .config import ParameterError, check_profile, derived_generator, resolve_device
 from .tasks import check_arch, check_size, check_task, make_model, make_task
 from .training import train
 
@@ -240,7 +240,7 @@ def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
                 if config.n_train > n:
                     raise ParameterError(f"n_train={config.n_train} exceeds the {n} training examples of "
                                          f"{config.task!r} ({config.profile})")
-                keep = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))[:config.n_train]
+                keep = torch.randperm(n, generator=derived_generator(config.seed, "train-subset"))[:config.n_train]
                 data = {k: v[keep.to(v.device)] for k, v in data.items()}
             model = task.make_model(config.model_size, device=device, arch=config.arch)
             monitor = task.monitor(model, config.eval_every, **mon_kw)

@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .config import ParameterError, check_profile, resolve_device
+from .config import ParameterError, check_profile, derived_generator, derived_seed, resolve_device
 from .data.forces import FORCE_PROFILES, load_forces
 from .data.proteins import PROTEIN_PROFILES, load_backbones
 from .data.voxels import VOXEL_PROFILES, load_voxel_molecules, voxelize
@@ -195,7 +195,7 @@ class Task:
         spec = {**self.monitor_spec, **kw}
         if spec.get("scheme") in ("finite", "exhaustive", "design") and spec.get("group") is None:
             spec["group"] = cube_group(device=held.x.device) if self.name == "voxels" else None
-        spec.setdefault("seed", self.seed)
+        spec.setdefault("seed", derived_seed(self.seed, "monitor"))
         return EquivarianceMonitor(model, held.x, held.y, self.action, every=every, extras=held.extras,
                                    mask=held.mask, tag=tag, **spec)
 
@@ -227,10 +227,10 @@ def _device(device) -> torch.device:
     return resolve_device("cpu" if device is None else device)
 
 
-def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor:
+def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor:  # seed: the task's own; derived here
     if limit is None or limit >= n:
         return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return torch.randperm(n, generator=derived_generator(seed, "heldout-subset"))[:limit].sort().values
 
 
 # --------------------------------------------------------------------------- forces
@@ -298,7 +298,7 @@ def flow_task(profile: str = "quick", seed: int = 0, t: Sequence[float] | None =
     idx = _subset(len(te), n_heldout, seed)
     hx1, hm = _crop_chains(te.positions[idx].to(torch.float64) / 10.0, te.mask[idx], max_residues)
     hx1, hm = hx1.to(dev), hm.to(dev)
-    noise_seed = 10_000 + seed
+    noise_seed = derived_seed(seed, "flow-heldout-noise")
 
     def heldout_at(time: float) -> HeldOut:
         gen = torch.Generator().manual_seed(noise_seed)  # the same noise at every t
@@ -349,7 +349,7 @@ def voxel_task(profile: str = "quick", seed: int = 0, grid_size: int | None = No
     n_heldout = n_heldout if n_heldout is not None else spec["n_heldout"]
     te = te[_subset(len(te), n_heldout, seed)].to(device=dev, dtype=torch.float64)
     clean = voxelize(te.positions, te.species, mask=te.mask, **vox)
-    noisy = noisy_voxels(clean, noise, torch.Generator().manual_seed(10_000 + seed))
+    noisy = noisy_voxels(clean, noise, derived_generator(seed, "voxel-heldout-noise"))
     held = HeldOut(noisy, clean)
     group = cube_group()
     action = VoxelAction()

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from equivlib.config import ParameterError, set_threads
+from equivlib.config import ParameterError, derived_generator, set_threads
 from equivlib.data.voxels import VOXEL_PROFILES
 from equivlib.groups import VectorAction, cube_group, exhaustive, sample_finite, sample_haar
 from equivlib.models import E3ForceField, EScAIPForceField
@@ -32,10 +32,10 @@ def tasks():
     return {name: make_task(name, "quick", 0, **kw) for name, kw in TINY.items()}
 
 
-def _direct(task, model, held: HeldOut, seed=0, **spec):
+def _direct(task, model, held: HeldOut, **spec):
     """The monitor's first record recomputed with decompose_model and the same group sample."""
     spec = {**task.monitor_spec, **spec}
-    gen = torch.Generator().manual_seed(seed)
+    gen = derived_generator(task.seed, "monitor")  # the task's monitors draw from this stream
     B = held.x.shape[0]
     if spec["scheme"] == "haar":
         sample = sample_haar(spec["n_elements"], batch=B, generator=gen, dtype=torch.float64)
