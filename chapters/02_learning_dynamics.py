@@ -202,8 +202,9 @@ glue("ch2-fig-percent", fig)
 # :name: fig-ch2-percent
 #
 # Left: percent of the held-out loss from equivariance error during training with augmentation
-# (bands: ±2 standard errors over held-out samples; for flow matching the times are pooled and
-# the band is a conservative bound; dashed: the threshold). Right: the two terms of the
+# (bands: ±2 standard errors over held-out samples; for flow matching the times are pooled, and
+# since every chain is evaluated at every time with the same noise, the standard error is the
+# delta-method one with chains as the independent units; dashed: the threshold). Right: the two terms of the
 # decomposition, each divided by the total loss at the first evaluation after initialisation.
 # ```
 #

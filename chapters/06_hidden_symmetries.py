@@ -186,9 +186,12 @@ glue("ch6-b-teacher", prob.b_teacher)
 # ```{prf:lemma} Critical points on a hidden fixed-point subspace
 # :label: lem-ch6-critical
 #
-# Suppose the actions of $G$ (defining $\mathcal C$) and of $H$ are orthogonal and $G$
-# normalises $H$. If $W\in\mathcal F$ is a critical point of $L|_{\mathcal F}$, it is a
-# critical point of $L|_{\mathcal C}$.
+# Let $L$ be differentiable on the full weight space and invariant under two groups of
+# orthogonal linear maps: $H$ (the hidden symmetry) and $G$, whose fixed-point subspace is
+# $\mathcal C$ ($G$-invariance of $L$ holds here because the teacher is equivariant, the
+# readout invariant and the inputs isotropic). Suppose $G$ normalises $H$. If
+# $W\in\mathcal F$ is a critical point of $L|_{\mathcal F}$, it is a critical point of
+# $L|_{\mathcal C}$ (and of $L$ itself).
 # ```
 #
 # ```{prf:proof}
@@ -204,9 +207,12 @@ glue("ch6-b-teacher", prob.b_teacher)
 # $H$-invariant on the line $a=b$.)
 # ```
 #
-# A corollary is what matters for training: under gradient *flow* in coordinates that are
-# orthonormal on $\mathcal C$, a trajectory that starts in $\mathcal F$ stays there, and one
-# that starts off $\mathcal F$ can never reach it in finite time. A codimension-one
+# A corollary is what matters for training. Suppose in addition that $\nabla L$ is locally
+# Lipschitz, so that gradient flow has unique solutions. Under gradient *flow* in coordinates
+# that are orthonormal on $\mathcal C$ the velocity at a point of $\mathcal F$ lies in
+# $\mathcal F$ (the proof above), so the flow restricted to $\mathcal F$ is itself a solution,
+# and by uniqueness a trajectory that starts in $\mathcal F$ stays there. Running time
+# backwards, one that starts off $\mathcal F$ can never reach it in finite time. A codimension-one
 # $\mathcal F$ cuts $\mathcal C$ into two halves that do not communicate.
 #
 # ```{prf:theorem} A codimension-one hidden fixed-point subspace forces a second minimum
@@ -215,8 +221,9 @@ glue("ch6-b-teacher", prob.b_teacher)
 # Let $\mathcal F\subset\mathcal C$ have codimension one, let the global minimiser $W^*$ of
 # $L|_{\mathcal C}$ lie off $\mathcal F$, let $L$ be coercive on $\mathcal C$ (it grows
 # outward on a large sphere) and let every critical point of $L|_{\mathcal C}$ be
-# non-degenerate. Then $L|_{\mathcal C}$ has a local minimum in the open half of
-# $\mathcal C\setminus\mathcal F$ that does not contain $W^*$.
+# non-degenerate (assume also those of {prf:ref}`lem-ch6-critical`). Then $L|_{\mathcal C}$ has a
+# local minimum other than $W^*$ in the closure of the half of $\mathcal C\setminus\mathcal F$
+# that does not contain $W^*$: either in that open half, or on $\mathcal F$ itself.
 # ```
 #
 # ```{prf:proof}
@@ -234,9 +241,11 @@ glue("ch6-b-teacher", prob.b_teacher)
 # component along $\nu$; replacing $u$ by $-u$ (same curvature) we may take
 # $\langle u,\nu\rangle > 0$. With zero gradient and negative curvature,
 # $L(W_- + \varepsilon u) < L(W_-)$ for small $\varepsilon>0$, and $W_- + \varepsilon u$ lies in
-# $\mathcal C_-$: this contradicts the minimality of $W_-$. So the minimiser over
-# $\overline{\mathcal C_-}\cap B_R$ is in the open half $\mathcal C_-$ (or is a second minimum
-# on $\mathcal F$), which proves the claim.
+# $\mathcal C_-$: this contradicts the minimality of $W_-$. So $W_-$ is either in the open half
+# $\mathcal C_-$ or a local minimum of $L|_{\mathcal C}$ on $\mathcal F$; in both cases it is a
+# local minimum other than $W^*$ in $\overline{\mathcal C_-}$, which is the claim. (The
+# second paper's Thm. 3.3 states the same conclusion, a second minimum, without saying
+# where; our experiments below find it in the open half.)
 # ```
 #
 # The theorem says nothing about the *value* of the second minimum. It is a spurious
@@ -590,8 +599,15 @@ glue("ch6-fig-erf", fig)
 # map to the band-limited signal $s(r) = w_0 x_0 Y_0(r) + w_l\, x_l\cdot Y_l(r)$, which is
 # sampled on an S² grid (`e3nn.o3.ToS2Grid`), passed through ReLU pointwise, projected back to
 # harmonics of degree $\le l+2$ (`FromS2Grid`), and the output is the squared norm of those
-# coefficients. Any rotation-free bijection of the sphere is a hidden symmetry, its fixed
-# points are the constant signals, $w_l = 0$: codimension one again. But for odd $l$ the
+# coefficients. The constant signals, $w_l = 0$, are again a line of codimension one, and
+# gradient flow cannot cross it. The second paper argues through the bijections of the sphere,
+# but for this readout they are not symmetries (the band-limited projection is not invariant
+# under permuting grid points), so we check the property directly: on $w_l = 0$ the signal
+# $s = w_0x_0Y_0$ is constant, hence so are $\mathrm{relu}(s)$ and $\mathbf 1[s>0]$, and for each
+# input $\partial f/\partial w_l = 2\langle F\,\mathrm{relu}(s),\, F(\mathbf 1[s>0]\,x_l\cdot Y_l)\rangle$
+# pairs a degree-0 coefficient vector with a degree-$l$ one ($F$ the projection onto
+# harmonics, exact for band-limited signals on a fine enough grid): it is zero, and so is
+# $\partial L/\partial w_l$ (away from $w_0 x_0 = 0$, where ReLU has a kink). But for odd $l$ the
 # inversion $r\mapsto -r$ maps $w_l \mapsto -w_l$ and is an honest symmetry of the model, so
 # both halves contain global minima; for even $l$ nothing relates them. The loss is an
 # average over a fixed Gaussian sample of inputs. A pointwise nonlinearity on a finite grid
@@ -610,6 +626,12 @@ glue("ch6-s2-alias-max", float(s2_df["aliasing (coeff.)"].max()))
 glue("ch6-s2-alias-out-max", float(s2_df["aliasing (output)"].max()))
 glue("ch6-s2-asym-odd", float(odd["asymmetry wl->-wl"].max() if len(odd) else float("nan")))
 glue("ch6-s2-asym-even", float(even["asymmetry wl->-wl"].min() if len(even) else float("nan")))
+line_rel = s2_df["|dL/dwl| on wl=0"] / s2_df["max |grad L|"]
+assert (line_rel < 1e-6).all(), f"dL/dwl does not vanish on the constant-signal line: {line_rel.tolist()}"
+glue("ch6-s2-line-rel", float(line_rel.max()))
+glue("ch6-s2-line-grad", float(s2_df["|dL/dwl| on wl=0"].max()))
+glue("ch6-s2-line-fd", float(s2_df["(finite diff.)"].max()))
+glue("ch6-s2-grad-scale", float(s2_df["max |grad L|"].min()))
 fig, axs = new_figure(len(S2_DEGREES), width=4.0, height=3.6)
 for ax, (l, (Zl, found)) in zip(axs[0], s2_Z.items()):
     landscape_panel(ax, w_grid, w_grid, Zl, title=f"$l={l}$ ({'odd' if l % 2 else 'even'})", xlabel="$w_0$",
@@ -630,13 +652,20 @@ glue("ch6-fig-s2", fig)
 #
 # Per degree $l$: grid, aliasing error of the pointwise ReLU (pooled relative error of the
 # projected harmonics, and relative change of the invariant output, under random
-# rotations), asymmetry $\max|L(w_0,w_l)-L(w_0,-w_l)|/\max L$, and the refined minima.
+# rotations), asymmetry $\max|L(w_0,w_l)-L(w_0,-w_l)|/\max L$, the largest
+# $|\partial L/\partial w_l|$ on the line $w_l=0$ (automatic differentiation and central
+# differences) with the largest gradient norm at the same points, and the refined minima.
 # ```
 #
 # The pointwise nonlinearity is equivariant only up to {glue:text}`ch6-s2-alias-max:.1e`
 # (relative, on the harmonic coefficients; {glue:text}`ch6-s2-alias-out-max:.1e` on the
-# invariant output), and the error shrinks as the grid is refined, which confirms that
-# e3nn's grid and Wigner matrices use the same conventions. For odd $l$ the landscape is
+# invariant output); were e3nn's grid and Wigner matrices in different conventions, the error
+# would be of order one. On the constant-signal line, $|\partial L/\partial w_l|$ is at most
+# {glue:text}`ch6-s2-line-grad:.1e` by automatic differentiation and
+# {glue:text}`ch6-s2-line-fd:.1e` by central differences, against gradient norms of at least
+# {glue:text}`ch6-s2-grad-scale:.2f` at the same points: at most {glue:text}`ch6-s2-line-rel:.1e` of
+# the gradient, zero up to the single-precision tables inside e3nn's grid transforms, as derived
+# above. For odd $l$ the landscape is
 # symmetric to {glue:text}`ch6-s2-asym-odd:.1e` (an even-sized grid is inversion-symmetric,
 # so this survives the discretisation) and the two minima are mirror images with zero loss.
 # For even $l$ the asymmetry is {glue:text}`ch6-s2-asym-even:.2f` and the minimum opposite

@@ -83,27 +83,38 @@ def dip_step(curve: pd.DataFrame, factor: float = 10) -> int | None:
 def pool_over(table: pd.DataFrame, label: str = "t") -> pd.DataFrame:
     """One row per step from a monitor table with one row per (step, ``label``).
 
-    ``L``, ``L_mean`` and ``L_equiv`` are averaged over the label values,
+    ``L``, ``L_mean`` and ``L_equiv`` are averaged over the label values and
     ``percent`` is ``100 Σ L_equiv / Σ L`` (a weighted mean of the per-label
-    percents with weights ``w = L / Σ L``), and ``se_percent`` is
-    ``Σ w · se_percent``.
+    percents with weights ``w = L / Σ L``).  Its standard error cannot be built
+    from the per-label rows (the weights are random too, and the same samples
+    appear under every label), so it is read from the columns
+    ``pooled_percent`` / ``pooled_se_percent`` that a monitor with
+    ``pool_units`` records (delta method over the independent units, e.g.
+    flow-matching chains; :meth:`equivlib.twirl.Decomposition.pool`); the
+    recorded pooled percent must agree with the one computed here.
     """
-    need = ["step", label, "L", "L_mean", "L_equiv", "se_percent"]
+    need = ["step", label, "L", "L_mean", "L_equiv", "pooled_percent", "pooled_se_percent"]
     missing = [c for c in need if c not in table.columns]
     if missing:
-        raise ValueError(f"pool_over({label!r}): the table has no column(s) {missing}")
+        raise ValueError(f"pool_over({label!r}): the table has no column(s) {missing}"
+                         + (" (record them with EquivarianceMonitor(..., split=..., pool_units=...))"
+                            if "pooled_se_percent" in missing else ""))
     counts = table.groupby("step")[label].nunique()
     if counts.nunique() != 1:
         raise ValueError(f"pool_over({label!r}): steps have different numbers of {label} values: "
                          f"{counts.to_dict()}")
     def pool(g: pd.DataFrame) -> pd.Series:
-        w = g["L"] / g["L"].sum()
+        if g["pooled_se_percent"].nunique() != 1 or g["pooled_percent"].nunique() != 1:
+            raise ValueError(f"pool_over({label!r}): rows of one step disagree on the recorded pooled values")
+        percent = 100 * g["L_equiv"].sum() / g["L"].sum()
+        if abs(percent - g["pooled_percent"].iloc[0]) > 1e-9 * max(1.0, abs(percent)):
+            raise ValueError(f"pool_over({label!r}): pooled percent {percent} differs from the recorded "
+                             f"{g['pooled_percent'].iloc[0]} (unequal numbers of samples per {label}?)")
         return pd.Series({"L": g["L"].mean(), "L_mean": g["L_mean"].mean(), "L_equiv": g["L_equiv"].mean(),
-                          "percent": 100 * g["L_equiv"].sum() / g["L"].sum(),
-                          "se_percent": float((w * g["se_percent"]).sum())})
+                          "percent": percent, "se_percent": float(g["pooled_se_percent"].iloc[0])})
 
     t = table.sort_values(["step", label]).reset_index(drop=True)
-    out = t.groupby("step")[["L", "L_mean", "L_equiv", "se_percent"]].apply(pool)
+    out = t.groupby("step")[["L", "L_mean", "L_equiv", "pooled_percent", "pooled_se_percent"]].apply(pool)
     return out.reset_index()
 
 

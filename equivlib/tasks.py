@@ -208,7 +208,9 @@ class Task:
         if self.name == "flow":
             times = self.times if times is None else tuple(float(t) for t in times)
             held = self.heldout if times == self.times else stack_heldout([self.flow_heldout(t) for t in times])
-            return self._one_monitor(model, every, held, split=("t", held.extras["t"]), **kw)
+            # each block of the stacked set holds the same chains and noise: a chain is the unit of the pooled percent
+            chains = torch.arange(held.x.shape[0] // len(times), device=held.x.device).repeat(len(times))
+            return self._one_monitor(model, every, held, split=("t", held.extras["t"]), pool_units=chains, **kw)
         if times is not None:
             raise ParameterError(f"times only apply to the flow task, not {self.name!r}")
         return self._one_monitor(model, every, self.heldout, **kw)

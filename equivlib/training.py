@@ -100,7 +100,8 @@ class EquivarianceMonitor:
     def __init__(self, model, x, y, action_in: Action, action_out: Action | None = None, *, every: int = 100,
                  at: Iterable[int] = (), n_elements: int = 16, scheme: str = "haar", group=None,
                  extras: Mapping[str, torch.Tensor] | None = None, mask=None, grad_norms: bool = False,
-                 estimator: str = "unbiased", split: tuple[str, torch.Tensor] | None = None, seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None,
+                 estimator: str = "unbiased", split: tuple[str, torch.Tensor] | None = None,
+                 pool_units: torch.Tensor | None = None, seed: int = 0, chunk_size: int | None = None, tag: Mapping | None = None,
                  eval_dtype: torch.dtype = torch.float64):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -124,6 +125,14 @@ class EquivarianceMonitor:
             if labels.shape != (x.shape[0],):
                 raise ValueError(f"split labels {name!r} must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
             self.split = (str(name), labels, [v.item() for v in torch.unique(labels)])
+        self.pool_units = None
+        if pool_units is not None:
+            if split is None:
+                raise ValueError("pool_units pools the rows of a split: give split=(name, labels) too")
+            pool_units = torch.as_tensor(pool_units).detach().to(x.device)
+            if pool_units.shape != (x.shape[0],):
+                raise ValueError(f"pool_units must have shape ({x.shape[0]},), got {tuple(pool_units.shape)}")
+            self.pool_units = pool_units
         if x.dtype != eval_dtype or y.dtype != eval_dtype:
             raise ValueError(f"monitor data must be {eval_dtype} (got x {x.dtype}, y {y.dtype}); "
                              "equivariance is measured in eval_dtype")
@@ -151,6 +160,10 @@ class EquivarianceMonitor:
             else:
                 name, labels, values = self.split
                 parts = [({**self.tag, name: v}, d.subset((labels == v).to(d.L.device))) for v in values]
+                if self.pool_units is not None:  # the split's rows pooled, with units as the independent draws
+                    pooled = d.pool(self.pool_units).summary()
+                    parts = [({**tag, "pooled_percent": pooled["percent"], "pooled_se_percent": pooled["se_percent"]},
+                              dp) for tag, dp in parts]
             recs = []
             for tag, dp in parts:
                 rec = {"step": step, **tag, **dp.summary()}

@@ -277,6 +277,30 @@ class Decomposition:
         return Decomposition(self.L[index], self.L_mean[index], self.L_equiv[index],
                              self.scheme, self.estimator, self.n_elements, self.extra)
 
+    def pool(self, units) -> "Decomposition":
+        """One row per *unit*: the mean of each unit's samples (e.g. a flow-matching chain seen at every time).
+
+        When samples are not independent across a label (the same chains and
+        noise evaluated at several times), the independent draws are the
+        units, and a percent pooled over the label is a ratio of means over
+        units.  ``pool(units).summary()`` gives that percent,
+        ``100 Σ L_equiv / Σ L``, with its delta-method standard error over
+        units.  ``units (B,)`` labels each sample; every unit must hold the same
+        number of samples (so that the pooled percent weighs samples equally).
+        """
+        units = torch.as_tensor(units, device=self.L.device)
+        if units.shape != self.L.shape:
+            raise ValueError(f"units must have shape {tuple(self.L.shape)} (one per sample), got {tuple(units.shape)}")
+        _, inverse, counts = torch.unique(units, return_inverse=True, return_counts=True)
+        if (counts != counts[0]).any():
+            raise ValueError(f"every unit must hold the same number of samples, got counts {counts.tolist()}")
+
+        def means(v):
+            return torch.zeros(len(counts), dtype=v.dtype, device=v.device).index_add(0, inverse, v) / counts.to(v.dtype)
+
+        return Decomposition(means(self.L), means(self.L_mean), means(self.L_equiv), self.scheme, self.estimator,
+                             self.n_elements, self.extra)
+
     def detach(self) -> "Decomposition":
         return Decomposition(self.L.detach(), self.L_mean.detach(), self.L_equiv.detach(),
                              self.scheme, self.estimator, self.n_elements, self.extra)

@@ -54,34 +54,46 @@ def test_check_curve_errors():
         curves.settle_step([1, 2], 2.0)
 
 
-def flow_table():
+def flow_table(pooled_se=0.7):
     rows = []
     for step in (0, 10):
+        block = []
         for t, L, Le, se in ((0.1, 2.0, 0.2, 0.5), (0.9, 1.0, 0.3, 1.0)):
             Le = Le / (1 + step)
-            rows.append({"step": step, "t": t, "L": L, "L_mean": L - Le, "L_equiv": Le,
-                         "percent": 100 * Le / L, "se_percent": se})
+            block.append({"step": step, "t": t, "L": L, "L_mean": L - Le, "L_equiv": Le,
+                          "percent": 100 * Le / L, "se_percent": se})
+        pooled = 100 * sum(r["L_equiv"] for r in block) / sum(r["L"] for r in block)
+        rows += [{**r, "pooled_percent": pooled, "pooled_se_percent": pooled_se} for r in block]
     return pd.DataFrame(rows)
 
 
-def test_pool_over_weighted_percent():
+def test_pool_over_weighted_percent_and_recorded_se():
     pooled = curves.pool_over(flow_table(), "t")
     assert list(pooled["step"]) == [0, 10]
     r = pooled.iloc[0]
     assert r["percent"] == pytest.approx(100 * (0.2 + 0.3) / 3.0)
     assert r["L"] == pytest.approx(1.5)
-    assert r["se_percent"] == pytest.approx(2 / 3 * 0.5 + 1 / 3 * 1.0)
+    # the SE is the monitor's delta-method one over units, not a combination of the per-time SEs
+    assert r["se_percent"] == 0.7
     # the pooled percent is a weighted mean of the per-time percents
     per_t = flow_table()[lambda d: d.step == 0]
     assert min(per_t["percent"]) <= r["percent"] <= max(per_t["percent"])
 
 
-def test_pool_over_rejects_ragged_and_missing():
+def test_pool_over_rejects_ragged_missing_and_inconsistent():
     t = flow_table().iloc[:-1]
     with pytest.raises(ValueError, match="different numbers"):
         curves.pool_over(t, "t")
-    with pytest.raises(ValueError, match="no column"):
-        curves.pool_over(flow_table().drop(columns=["se_percent"]), "t")
+    with pytest.raises(ValueError, match="pool_units"):
+        curves.pool_over(flow_table().drop(columns=["pooled_se_percent"]), "t")
+    bad = flow_table()
+    bad.loc[0, "pooled_percent"] += 1.0
+    with pytest.raises(ValueError, match="disagree"):
+        curves.pool_over(bad, "t")
+    bad = flow_table()
+    bad["pooled_percent"] += 1.0
+    with pytest.raises(ValueError, match="differs from the recorded"):
+        curves.pool_over(bad, "t")
 
 
 def test_split_by():

@@ -184,3 +184,31 @@ def test_train_errors():
         train(model, {"x": x, "y": y * float("nan")}, **kw)
     with pytest.raises(ValueError, match="every"):
         EquivarianceMonitor(model, x, y, eq.VectorAction(), every=0)
+
+
+def test_monitor_pool_units_records_the_pooled_percent():
+    from equivlib.groups import VectorAction
+    from equivlib.twirl import decompose_model
+
+    gen = torch.Generator().manual_seed(0)
+    n, T = 6, 2
+    x = torch.randn(n * T, 5, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(n * T, 5, 3, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([0.25] * n + [0.75] * n, dtype=torch.float64)
+    W = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    model = torch.nn.Linear(3, 3, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.copy_(W)
+    units = torch.arange(n).repeat(T)
+    mon = EquivarianceMonitor(model, x, y, VectorAction(), every=1, n_elements=4, split=("t", labels),
+                              pool_units=units, seed=3)
+    mon(0)
+    table = mon.table()
+    assert len(table) == T and table["pooled_percent"].nunique() == 1
+    assert table["pooled_percent"].iloc[0] == pytest.approx(
+        100 * (table["L_equiv"] * n).sum() / (table["L"] * n).sum(), rel=1e-12)
+    assert table["pooled_se_percent"].iloc[0] > 0
+    with pytest.raises(ValueError, match="split"):
+        EquivarianceMonitor(model, x, y, VectorAction(), pool_units=units)
+    with pytest.raises(ValueError, match="pool_units must have shape"):
+        EquivarianceMonitor(model, x, y, VectorAction(), split=("t", labels), pool_units=units[:3])

@@ -655,3 +655,33 @@ def test_twisted_predictions_errors(generator):
         twisted_predictions(model, x[..., :2], s, act)
     with pytest.raises(GroupError, match="leading batch"):
         twisted_predictions(model, torch.tensor(1.0, dtype=F64), s, act)
+
+
+def test_pool_gives_the_pooled_ratio_and_its_delta_method_se():
+    """The counterexample to 'Σ_t w_t se_t bounds the pooled SE': r_1 = 0, r_2 = 1 with no spread within a time."""
+    from equivlib.twirl import Decomposition
+
+    def dec(gen, n):
+        L1 = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5
+        L2 = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5
+        L = torch.cat([L1, L2])
+        Le = torch.cat([torch.zeros(n, dtype=torch.float64), L2])  # percent 0 at t1, 100 at t2, for every chain
+        return Decomposition(L, L - Le, Le, "iid", "unbiased", 4)
+
+    n = 40
+    units = torch.arange(n).repeat(2)
+    gen = torch.Generator().manual_seed(0)
+    d = dec(gen, n)
+    per_t = [d.subset(slice(0, n)).summary(), d.subset(slice(n, 2 * n)).summary()]
+    assert per_t[0]["se_percent"] == 0 and per_t[1]["se_percent"] < 1e-12  # the old "bound" is 0
+    pooled = d.pool(units).summary()
+    assert pooled["percent"] == pytest.approx(100 * float(d.L_equiv.sum() / d.L.sum()), rel=1e-12)
+    assert pooled["n_samples"] == n and pooled["L"] == pytest.approx(float(d.L.mean()), rel=1e-12)
+    # the delta-method SE matches the spread of the pooled percent over independent replicates
+    reps = torch.tensor([dec(gen, n).pool(units).percent for _ in range(2000)])
+    assert pooled["se_percent"] > 0
+    assert pooled["se_percent"] == pytest.approx(float(reps.std()), rel=0.2)
+    with pytest.raises(ValueError, match="same number"):
+        d.pool(torch.cat([torch.zeros(n + 1), torch.ones(n - 1)]).long())
+    with pytest.raises(ValueError, match="one per sample"):
+        d.pool(torch.arange(n))

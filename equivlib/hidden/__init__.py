@@ -39,7 +39,7 @@ from .slice_problem import (
 )
 from .relaxation import constrained_descent, match_hidden_permutation, relax, trap_study
 from .spherical import (
-    SphericalSignalModel, s2_aliasing_error, s2_degree_study, s2_landscape, s2_loss_fn, s2_minima,
+    SphericalSignalModel, s2_aliasing_error, s2_degree_study, s2_landscape, s2_line_gradient, s2_loss_fn, s2_minima,
 )
 from . import kernels, relaxation, reps, slice_problem, spherical
 

@@ -28,7 +28,7 @@ from ..hessian import newton_minimize
 from .reps import DTYPE
 from .slice_problem import local_minima_grid
 
-__all__ = ["SphericalSignalModel", "s2_landscape", "s2_loss_fn", "s2_minima", "s2_aliasing_error",
+__all__ = ["s2_line_gradient", "SphericalSignalModel", "s2_landscape", "s2_loss_fn", "s2_minima", "s2_aliasing_error",
            "s2_degree_study"]
 
 
@@ -167,6 +167,33 @@ def s2_aliasing_error(model: SphericalSignalModel, n_signals: int, n_rotations: 
     return {"coeff_rel_err": rel.item(), "coeff_rel_err_worst": worst.item(), "output_rel_err": orel.item()}
 
 
+def s2_line_gradient(model: SphericalSignalModel, x: torch.Tensor, w_teacher: torch.Tensor, w0_values,
+                     h: float = 1e-4) -> dict:
+    """The loss gradient across the constant-signal line ``wl = 0``, by autograd and by central differences.
+
+    On ``wl = 0`` the signal ``s = w0 x0 Y_0`` is constant on the sphere, so
+    ``relu(s)`` and the indicator ``1[s > 0]`` are constants and
+    ``∂f/∂wl = 2 <F relu(s), F(1[s>0] x_l·Y_l)>`` pairs a degree-0 coefficient
+    vector with a degree-``l`` one: it vanishes for every input, and so does
+    ``∂L/∂wl``.  Returned: the largest ``|∂L/∂wl|`` on the line by autograd
+    (``line_autograd``) and by central differences with step ``h``
+    (``line_fd``), and for scale the largest gradient norm over the same
+    ``w0`` values (``grad_norm``).
+    """
+    f = s2_loss_fn(model, x, w_teacher)
+    auto, fd, norm = [], [], []
+    for w0 in torch.as_tensor(w0_values, dtype=x.dtype).tolist():
+        w = torch.tensor([w0, 0.0], dtype=x.dtype, device=x.device, requires_grad=True)
+        g = torch.autograd.grad(f(w), w)[0]
+        auto.append(abs(g[1].item()))
+        norm.append(g.norm().item())
+        with torch.no_grad():
+            up = f(torch.tensor([w0, h], dtype=x.dtype, device=x.device))
+            down = f(torch.tensor([w0, -h], dtype=x.dtype, device=x.device))
+        fd.append(abs((up - down).item()) / (2 * h))
+    return {"line_autograd": max(auto), "line_fd": max(fd), "grad_norm": max(norm)}
+
+
 def s2_minima(f, Z: torch.Tensor, w0_values: torch.Tensor, wl_values: torch.Tensor,
               merge_tol: float = 1e-4) -> list[torch.Tensor]:
     """Local minima of a ``(w0, wl)`` landscape, refined by Newton steps and deduplicated.
@@ -203,7 +230,8 @@ def s2_degree_study(degrees: Sequence[int], w_teacher: torch.Tensor, w_values: t
     -------
     table : pandas.DataFrame, one row per degree: ``l``, ``grid``, ``aliasing (coeff.)``,
         ``aliasing (output)``, ``asymmetry wl->-wl`` (``max |L(w0, wl) - L(w0, -wl)| / max L``),
-        ``minima``, ``losses at minima``, ``wl at minima`` (the last two as text).
+        ``|dL/dwl| on wl=0`` and ``(finite diff.)`` (:func:`s2_line_gradient` over ``w_values`` away
+        from ``w0 = 0``, where ``relu`` has a kink), ``max |grad L|`` there for scale, ``minima``, ``losses at minima``, ``wl at minima`` (the last two as text).
     landscapes : dict ``l -> (Z, minima)`` with ``Z`` from :func:`s2_landscape` and the
         minima from :func:`s2_minima`.
     """
@@ -218,9 +246,12 @@ def s2_degree_study(degrees: Sequence[int], w_teacher: torch.Tensor, w_values: t
         f = s2_loss_fn(model, x, w_teacher)
         found = s2_minima(f, Z, w_values, w_values)
         landscapes[l] = (Z, found)
+        line = s2_line_gradient(model, x, w_teacher, w_values[w_values.abs() > 1e-3])
         rows.append({"l": l, "grid": f"{res}x{res}", "aliasing (coeff.)": alias["coeff_rel_err"],
                      "aliasing (output)": alias["output_rel_err"],
                      "asymmetry wl->-wl": ((Z - Z.flip(0)).abs().max() / Z.max()).item(),
+                     "|dL/dwl| on wl=0": line["line_autograd"], "(finite diff.)": line["line_fd"],
+                     "max |grad L|": line["grad_norm"],
                      "minima": len(found),
                      "losses at minima": ", ".join(f"{f(q).item():.2e}" for q in found),
                      "wl at minima": ", ".join(f"{q[1].item():+.3f}" for q in found)})

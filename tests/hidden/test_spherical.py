@@ -75,3 +75,23 @@ def test_bad_inputs_raise():
         ts.SphericalSignalModel(0, 2, (8, 8))
     with pytest.raises(ValueError, match=r"x must have shape \(N, 6\)"):
         ts.SphericalSignalModel(2, 4, (10, 10)).basis_signals(torch.zeros(3, 4, dtype=DT))
+
+
+def test_gradient_across_the_constant_signal_line_vanishes():
+    """On wl = 0 the signal is constant, so dL/dwl pairs degree 0 with degree l: zero (autograd and finite differences)."""
+    from equivlib.hidden.spherical import s2_line_gradient, s2_loss_fn
+
+    gen = torch.Generator().manual_seed(5)
+    for l in (1, 2):
+        model = ts.SphericalSignalModel(l, l + 2, (4 * (l + 3), 4 * (l + 3)))
+        x = torch.randn(24, 2 * l + 2, generator=gen, dtype=torch.float64)
+        wt = torch.tensor([0.5, 1.0], dtype=torch.float64)
+        r = s2_line_gradient(model, x, wt, [-1.5, -0.4, 0.3, 1.2])
+        assert r["grad_norm"] > 1e-3  # the loss is not flat there: dL/dw0 is not zero
+        # zero in exact arithmetic; e3nn's grid tables carry single-precision error (~1e-8 relative here)
+        assert r["line_autograd"] < 1e-6 * r["grad_norm"]
+        assert r["line_fd"] < 1e-6 * r["grad_norm"]
+        # off the line the wl-derivative is not zero, so the check above could fail
+        f = s2_loss_fn(model, x, wt)
+        w = torch.tensor([0.3, 0.4], dtype=torch.float64, requires_grad=True)
+        assert abs(torch.autograd.grad(f(w), w)[0][1].item()) > 1e-3
