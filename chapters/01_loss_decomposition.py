@@ -28,7 +28,6 @@ RELAX_STEPS = 20   # gradient steps relaxing each random cluster (0: raw samples
 # %% tags=["hide-input"]
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -41,8 +40,8 @@ from equivlib.config import by_profile, chapter_setup, derived_generator, derive
 from equivlib.data import lennard_jones_clusters
 from equivlib.models import AtomTransformer, E3ForceField, MLPForceField
 from equivlib.plotting import log2_axis, new_figure, set_style
-from equivlib.studies import resampling_study, scheme_study, twirled_inference_study
-from equivlib.training import EquivarianceMonitor, float64_copy, masked_mse, rotation_augment, train
+from equivlib.studies import identity_check, resampling_study, scheme_study, twirled_inference_study
+from equivlib.training import EquivarianceMonitor, float64_copy, log_cosh, masked_mse, rotation_augment, train
 
 device, gen = chapter_setup(globals(), known=["N_GRID", "RELAX_STEPS"])
 if not (isinstance(N_GRID, list) and len(N_GRID) >= 2 and all(isinstance(n, int) and n >= 2 for n in N_GRID)):
@@ -263,27 +262,15 @@ glue("ch1-n-post-eval", N_POST_EVAL)
 # and check the identity and the equivariance of the e3nn model.
 
 # %% tags=["hide-input"]
-def make_models():
-    return {
-        "MLP": MLPForceField(SIZES["atoms"][1], hidden=128, depth=3, dtype=DTYPE, device=device),
-        "transformer": AtomTransformer(d_model=SIZES["d_model"], n_layers=SIZES["layers"], dtype=DTYPE, device=device),
-        "e3nn": E3ForceField(dtype=DTYPE, device=device),
-    }
-
-
-models = make_models()
-fwd = lambda m, b: m(b["x"], b["mask"])  # noqa: E731  every model takes (positions, mask)
-identity_rows = []
-with torch.no_grad():
-    s16 = eq.sample_haar(N_MEASURE, batch=len(x_te), generator=gen, device=device)
-    for name, model in models.items():
-        model.eval()
-        d = eq.decompose_model(model, x_te, y_te, s16, vec, mask=m_te, extras={"mask": m_te}, estimator="plugin")
-        gap = (d.L - d.L_mean - d.L_equiv).abs().max().item()
-        identity_rows.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
-                              "L": d.L.mean().item(), "L_mean": d.L_mean.mean().item(),
-                              "L_equiv": d.L_equiv.mean().item(), "percent": d.percent, "max |L-L_mean-L_equiv|": gap})
-identity = pd.DataFrame(identity_rows).set_index("model")
+models = {
+    "MLP": MLPForceField(SIZES["atoms"][1], hidden=128, depth=3, dtype=DTYPE, device=device),
+    "transformer": AtomTransformer(d_model=SIZES["d_model"], n_layers=SIZES["layers"], dtype=DTYPE, device=device),
+    "e3nn": E3ForceField(dtype=DTYPE, device=device),
+}
+s16 = eq.sample_haar(N_MEASURE, batch=len(x_te), generator=gen, device=device)
+identity = pd.DataFrame([{"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+                          **identity_check(model.eval(), x_te, y_te, s16, vec, mask=m_te, extras={"mask": m_te})}
+                         for name, model in models.items()]).set_index("model").drop(columns=["min term"])
 assert (identity["max |L-L_mean-L_equiv|"] < TOL).all(), identity
 assert identity.loc["e3nn", "L_equiv"] < TOL * identity.loc["e3nn", "L"], "e3nn model is not equivariant"
 for name in ("MLP", "transformer"):  # not equivariant: the error is many orders above rounding
@@ -323,7 +310,7 @@ torch.manual_seed(SEED)
 student = AtomTransformer(d_model=SIZES["d_model"], n_layers=SIZES["layers"], dtype=TRAIN_DTYPE, device=device)
 monitor = EquivarianceMonitor(student, x_te, y_te, vec, every=SIZES["eval_every"], at=[1, 2, 5, 10, 20],
                               extras={"mask": m_te}, mask=m_te, n_elements=N_MEASURE, seed=derived_seed(SEED, "ch1-monitor"))
-log = train(student, train_data, steps=SIZES["steps"], batch_size=SIZES["batch"], forward=fwd,
+log = train(student, train_data, steps=SIZES["steps"], batch_size=SIZES["batch"], forward=lambda m, b: m(b["x"], b["mask"]),
             loss=lambda p, b: masked_mse(p, b["y"], b["mask"]), augment=rotation_augment("x", ("y",)),
             monitor=monitor, lr=1e-3, generator=gen, desc="transformer")
 student64 = float64_copy(student)  # all measurements below use this float64 copy
@@ -517,15 +504,10 @@ glue("ch1-fig-designs", fig)
 # approximate it.
 
 # %% tags=["hide-input"]
-def log_cosh(z, y):
-    r = z - y
-    return (r.abs() + torch.nn.functional.softplus(-2 * r.abs()) - np.log(2)).mean()
-
-
 with torch.no_grad():
     s_gen = eq.sample_haar(N_MEASURE, batch=len(x_te), generator=gen, device=device)
     Z16 = eq.twisted_predictions(student64, x_te, s_gen, vec, extras={"mask": m_te})
-dl = eq.decompose_general(Z16, y_te, log_cosh, s_gen, estimator="plugin")
+dl = eq.decompose_general(Z16, y_te, log_cosh, s_gen, estimator="plugin")  # a convex, non-quadratic loss
 assert (dl.L_equiv >= -TOL).all(), "Jensen violated for a convex loss"
 taylor_rel = float((dl.extra["taylor"].mean() / dl.L_equiv.mean()) - 1)
 glue("ch1-logcosh-pct", dl.percent)

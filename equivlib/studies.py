@@ -16,15 +16,30 @@ from tqdm.auto import tqdm
 from .curves import check_curve, dip_step
 from .groups import Action, GroupSample, element_indices, exhaustive
 from .training import float64_copy
-from .twirl import TwirledModel, bootstrap_se, decompose, twisted_predictions
+from .twirl import TwirledModel, bootstrap_se, decompose, decompose_model, twisted_predictions
 
-__all__ = ["resampling_study", "scheme_study", "twirled_inference_study", "checkpoint_split_study",
-           "CheckpointSplit", "sweep_table"]
+__all__ = ["identity_check", "resampling_study", "scheme_study", "twirled_inference_study",
+           "checkpoint_split_study", "CheckpointSplit", "sweep_table"]
 
 
 def _summ(d) -> dict:
     s = d.summary()
     return {k: s[k] for k in ("L", "L_mean", "L_equiv", "percent")}
+
+
+def identity_check(model: Callable, x: torch.Tensor, y: torch.Tensor, sample: GroupSample, action: Action, *,
+                   mask: torch.Tensor | None = None, extras: Mapping[str, torch.Tensor] | None = None) -> dict:
+    """The plug-in decomposition of ``model`` on ``(x, y)`` and how exactly ``L = L_mean + L_equiv`` holds.
+
+    Returns the means ``L``, ``L_mean``, ``L_equiv``, the ``percent``, the largest per-sample
+    violation ``max |L-L_mean-L_equiv|`` and the smallest per-sample term ``min term`` (the
+    plug-in terms are non-negative).  Runs without gradients; evaluate a float64 model.
+    """
+    with torch.no_grad():
+        d = decompose_model(model, x, y, sample, action, mask=mask, extras=extras, estimator="plugin")
+    return {"L": d.L.mean().item(), "L_mean": d.L_mean.mean().item(), "L_equiv": d.L_equiv.mean().item(),
+            "percent": d.percent, "max |L-L_mean-L_equiv|": (d.L - d.L_mean - d.L_equiv).abs().max().item(),
+            "min term": min(d.L_mean.min().item(), d.L_equiv.min().item())}
 
 
 def resampling_study(

@@ -13,6 +13,7 @@ The monitor can also be dropped into any other loop::
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Callable, Iterable, Mapping
 
@@ -20,10 +21,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .groups import Action, GroupSample, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
+from .groups import Action, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
 from .twirl import decompose, twisted_predictions
 
-__all__ = ["float64_copy", "masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
+__all__ = ["float64_copy", "log_cosh", "masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
 
 
 def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,6 +36,15 @@ def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = 
     w = mask.to(pred.dtype).reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
     per = (w * (pred - y) ** 2).flatten(1).sum(1) / w.flatten(1).sum(1)
     return per.mean()
+
+
+def log_cosh(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean log-cosh loss ``mean(log cosh(pred - y))``: convex, quadratic near 0, linear in the tails.
+
+    Written as ``|r| + softplus(-2|r|) - log 2`` so that it stays finite for large residuals.
+    """
+    r = (pred - y).abs()
+    return (r + torch.nn.functional.softplus(-2 * r) - math.log(2)).mean()
 
 
 def float64_copy(model: torch.nn.Module) -> torch.nn.Module:

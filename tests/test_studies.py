@@ -154,3 +154,19 @@ def test_sweep_table_dip_and_epochs():
     assert row["dip step"] == 10 and row["dip epoch"] == pytest.approx(10 * 4 / 8) and row["epochs"] == pytest.approx(50)
     assert t[(t["axis"] == "data") & t["reference"]].iloc[0]["dip step"] == 50
     assert pd.isna(t[(t["axis"] == "batch") & ~t["reference"]].iloc[0]["dip step"])
+
+
+def test_identity_check_on_a_linear_model():
+    from equivlib.studies import identity_check
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 4, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(6, 4, 3, generator=gen, dtype=torch.float64)
+    lin = torch.nn.Linear(3, 3, bias=False, dtype=torch.float64)
+    s = sample_haar(5, batch=6, generator=gen)
+    r = identity_check(lin, x, y, s, VectorAction())
+    assert r["max |L-L_mean-L_equiv|"] < 1e-12 and r["min term"] >= 0
+    assert r["L"] == pytest.approx(r["L_mean"] + r["L_equiv"], rel=1e-12) and r["percent"] > 0
+    # an exactly equivariant model (a multiple of the identity) has no equivariance error
+    iso = identity_check(lambda v: 2.0 * v, x, y, s, VectorAction())
+    assert iso["L_equiv"] < 1e-25 and iso["percent"] < 1e-20

@@ -212,3 +212,14 @@ def test_monitor_pool_units_records_the_pooled_percent():
         EquivarianceMonitor(model, x, y, VectorAction(), pool_units=units)
     with pytest.raises(ValueError, match="pool_units must have shape"):
         EquivarianceMonitor(model, x, y, VectorAction(), split=("t", labels), pool_units=units[:3])
+
+
+def test_log_cosh_matches_the_definition_and_is_finite():
+    import math
+
+    from equivlib.training import log_cosh
+
+    r = torch.tensor([-3.0, -0.1, 0.0, 0.5, 2.0], dtype=torch.float64)
+    assert log_cosh(r, torch.zeros_like(r)).item() == pytest.approx(torch.log(torch.cosh(r)).mean().item(), rel=1e-12)
+    big = torch.tensor([1e4], dtype=torch.float64)
+    assert log_cosh(big, torch.zeros_like(big)).item() == pytest.approx(1e4 - math.log(2), rel=1e-12)
