@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the glued values of executed chapters: ``python tools/glued.py book/generated/01_*.ipynb``.
 
-Numbers and text print as glued; figures as ``<figure>``; tables (pandas Stylers, whose
+Numbers print as glued, Markdown (glued strings) as its text; figures as ``<figure>``; tables (pandas Stylers, whose
 plain text is only an object address) as their cells' text, row by row, so that two
 builds can be compared with ``diff``.
 """
@@ -30,6 +30,8 @@ for path in sys.argv[1:]:
                 text = str(data.get("text/plain", ""))
                 if "image/png" in data:
                     text = "<figure>"
+                elif "text/markdown" in data:
+                    text = str(data["text/markdown"])
                 elif "text/html" in data and text.startswith("<pandas"):
                     text = table_text(str(data["text/html"]))
                 print(f"{name:28s} {text}")
