@@ -114,6 +114,10 @@ def test_checkpoint_split_study_exact_and_subset():
     Z = torch.stack([((x @ g.T) @ W) @ g for g in G])  # g^-1 f(g x) with g acting as v -> g v on rows
     exact = decompose(Z[None], y, "exhaustive").summary()["percent"]
     assert r.table.loc[0, "exact %"] == pytest.approx(exact, rel=1e-10)
+    # the subset split is the plug-in split over exactly those 16 elements
+    Z16 = torch.stack([((x @ g.T) @ W) @ g for g in cube_subset16()])
+    sub16 = decompose(Z16[None], y, "exhaustive", estimator="plugin").summary()["percent"]
+    assert r.table.loc[0, "subset %"] == pytest.approx(sub16, rel=1e-10) and abs(sub16 - exact) > 1e-6
     assert r.table.loc[1, "exact %"] == pytest.approx(0.0, abs=1e-20)
     assert r.table.loc[1, "subset %"] == pytest.approx(0.0, abs=1e-20)
     assert set(r.final["N"]) == {2, 8} and r.n_check == 8 and r.truth["percent"] == r.table.loc[1, "exact %"]
