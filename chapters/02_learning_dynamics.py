@@ -715,7 +715,10 @@ cv = task_curves["voxels"]
 v_lm_fall = float(cv.loc[cv["percent"].idxmin(), "L_mean"] / cv["L_mean"].iloc[-1])
 v_le_change = float(cv["L_equiv"].iloc[-1] / cv.loc[cv["percent"].idxmin(), "L_equiv"])
 flow0 = flow_mon[flow_mon["step"] == 0].set_index("t")["percent"]
-flow_dipped = int((per_t["percent"] < flow0).sum())
+early_step = int(flow_mon.loc[(flow_mon["step"] - runs["flow"].config.steps / 10).abs().idxmin(), "step"])
+flow_dipped = int((flow_mon[flow_mon["step"] == early_step].set_index("t")["percent"] < flow0).sum())
+voxel_rise = verdict(v_min_step < sv["last_step"] and v_final > 1.5 * v_min and v_le_change > 1 / v_lm_fall,
+                     yes="seen", no="not seen")
 settles = {name: st["settle"] for name, st in stats.items()}
 pool_sum, map_sum = lat_sum[("trained", "pooled bottleneck (invariance)")], lat_sum[("trained", "bottleneck map (equivariance)")]
 claims = claims_table([
@@ -724,7 +727,8 @@ claims = claims_table([
           verdict(f_min <= 0.1, partly=f_min < sf["pct0"])),
     Claim("forces: after the dip the percent rises mildly (0.1 → 0.3 %)", f"min {f_min:.2f} % → final {f_final:.2f} %",
           verdict(f_min_step < sf["last_step"] and f_final > 1.5 * f_min, yes="seen", no="not seen")),
-    Claim("flow: percent drops early at every t", f"final below initial at {flow_dipped} of {len(per_t)} times",
+    Claim("flow: percent drops early at every t",
+          f"below its initial value at step {early_step} (a tenth of the run) at {flow_dipped} of {len(per_t)} times",
           verdict(flow_dipped == len(per_t), partly=flow_dipped > 0)),
     Claim("flow: least equivariant at t = 0.9 (~6 %), t = 0 lowest (0.04 %)",
           f"max at t = {t_worst:g} ({per_t['percent'].max():.2f} %); t = 0: {per_t['percent'].iloc[0]:.2f} %; "
@@ -735,8 +739,7 @@ claims = claims_table([
           verdict(v0 >= 50 and v_min <= 2, partly=v_min < v0 / 5)),
     Claim("voxels: after the dip, L_equiv plateaus while L_mean keeps falling, so the percent rises (5-10 % at 50k steps)",
           f"min {v_min:.2f} % at step {v_min_step} → {v_final:.2f} %; L_mean ÷{v_lm_fall:.1f}, L_equiv ×{v_le_change:.2f}",
-          verdict(v_min_step < sv["last_step"] and v_final > 1.5 * v_min and v_le_change > 1 / v_lm_fall,
-                  yes="seen", no="not seen")),
+          voxel_rise),
     Claim(f"all tasks: the percent settles below {THRESHOLD:g} % early in training",
           "; ".join(f"{n}: {'never' if s is None else f'step {s}'}" for n, s in settles.items()),
           verdict(all(s is not None for s in settles.values()), partly=any(s is not None for s in settles.values()))),
@@ -763,6 +766,11 @@ claims = claims_table([
           verdict(race["L_a"] < race["L_b"])),
 ])
 glue_claims("ch2-claims", claims)
+glue("ch2-verdict-counts", ", ".join(f"{n} *{v}*" for v, n in claims["verdict"].value_counts().items()))
+glue("ch2-nclaims", len(claims))
+glue("ch2-voxel-closing", "The voxel U-Net, which starts far from equivariance, shows the paper's qualitative pattern: "
+     "a fast dip followed by a rise as the twirled error keeps falling." if voxel_rise == "seen" else
+     "The voxel U-Net does not show the paper's dip followed by a rise at this scale.")
 glue("ch2-runtime", time.perf_counter() - t_start)
 
 # %% [markdown]
@@ -776,12 +784,13 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 # ```
 #
 # The chapter's computations took {glue:text}`ch2-runtime:.0f` s. The verdicts above are
-# computed from the runs, not written by hand: in the quick profile the runs end long before
-# the 1k-10k steps at which the paper sees the dip complete, so the quantitative claims mostly
-# read *partly* or *not at this scale*. The force row is weak evidence either way: the invariant
-# backbone starts at only {glue:text}`ch2-forces-pct0:.2f`%, so there is little dip to see. The
-# clearest match is qualitative and comes from the voxel U-Net, which starts far from
-# equivariance: a fast dip followed by a rise as the twirled error keeps falling.
+# computed from the runs, not written by hand; of the {glue:text}`ch2-nclaims` claims,
+# {glue:md}`ch2-verdict-counts`. In the quick profile the runs end long before the 1k-10k steps
+# at which the paper sees the dip complete, so a claim about that regime can read *partly* or
+# *not at this scale* here, but not *refuted*. The force rows are weak evidence either way: the
+# invariant backbone starts at only {glue:text}`ch2-forces-pct0:.2f`%, so there is little dip to
+# see. {glue:md}`ch2-voxel-closing` All verdicts come from one seed (`SEED`); rerun with another
+# before trusting a borderline one.
 #
 # ## Where to go next
 #
