@@ -58,7 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from equivlib.config import ParameterError, resolve_device, set_threads  # noqa: E402
+from equivlib.config import ParameterError, resolve_device, set_deterministic, set_threads  # noqa: E402
 from equivlib.runs import RunConfig  # noqa: E402
 from equivlib.tasks import TASKS, make_task  # noqa: E402
 from equivlib.training import train  # noqa: E402
@@ -117,6 +117,7 @@ def main():
     except ParameterError as exc:
         ap.error(str(exc))
     set_threads(a.threads)
+    set_deterministic()  # as the chapters run (chapter_setup); on CUDA it changes the convolution algorithms
     load_before = os.getloadavg()
 
     measured = MULTIPLES if a.measure_multiples else MULTIPLES[:1]

@@ -162,5 +162,19 @@ def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str], *, cpu_thr
     generator = seed_everything(namespace["SEED"])
     device = resolve_device(namespace["DEVICE"])
     set_threads(cpu_threads if device.type == "cpu" else None)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic()
     return device, generator
+
+
+def set_deterministic() -> None:
+    """Same seed, same numbers on every device.
+
+    Deterministic algorithms everywhere (``torch.use_deterministic_algorithms``, which
+    also makes cuDNN pick deterministic convolutions; ``warn_only``: an operation
+    without a deterministic version warns instead of failing), cuDNN autotuning off,
+    and for cuBLAS a fixed workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which only
+    takes effect if set before CUDA is first used; an existing value is kept).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False

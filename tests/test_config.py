@@ -1,4 +1,5 @@
 """Tests for equivlib.config: parameters, profiles, seeds (derived seeds pinned: they choose the data), devices."""
+import os
 import numpy as np
 import pytest
 import torch
@@ -94,3 +95,24 @@ def test_resolve_device_accepts_devices():
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(ParameterError, match="DEVICE must be one of"):
         resolve_device("tpu")
+
+
+def test_set_deterministic(monkeypatch):
+    from equivlib.config import set_deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    try:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+        set_deterministic()
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own choice is kept
+        set_deterministic()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
