@@ -1,0 +1,109 @@
+"""What each chapter trains, per profile: one home for the book's training plans.
+
+Chapter 2 trains one run per task, a sweep on the force task (one setting changed at
+a time) and an EScAIP-style vs e3nn pair for the efficiency gap.  The sizes of all of
+them live in :data:`CHAPTER2`, and :func:`chapter2_runs` turns them into the
+:class:`~equivlib.runs.RunConfig` objects the chapter passes to
+:func:`~equivlib.runs.get_run`.  ``benchmarks/bench_profile.py`` times the same
+configurations on a GPU to estimate what the ``full`` profile costs::
+
+    plan = chapter2_runs("full", seed=0)
+    for cfg in plan.configs():
+        print(cfg.key, cfg.steps, cfg.batch_size)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .config import ParameterError, check_profile
+from .runs import RunConfig, checkpoint_steps
+
+__all__ = ["CHAPTER2", "TASK_NAMES", "Chapter2Runs", "chapter2_plan", "chapter2_runs"]
+
+TASK_NAMES = ("forces", "flow", "voxels")
+
+#: Chapter 2 per profile.  Per task: model size, training steps, batch size, learning
+#: rate and the monitor's group sample; ``n_evals``: monitor evaluations per run
+#: (log-spaced); ``sweep``: the force-task variants (each changes one setting of the
+#: force run) with their cheaper monitor; ``gap``: the efficiency-gap pair;
+#: ``voxsub``: the random-subset study of the voxel task (N values, repetitions,
+#: subsets at every checkpoint).
+CHAPTER2: dict[str, dict] = {
+    "quick": dict(
+        forces=dict(size="small", steps=300, batch=8, lr=1e-3, monitor=dict(n_elements=8)),
+        flow=dict(size="small", steps=600, batch=8, lr=1e-3, monitor=dict(n_elements=8)),
+        voxels=dict(size="small", steps=300, batch=8, lr=1e-3, monitor=dict(scheme="finite", n_elements=8)),
+        n_evals=12,
+        sweep=dict(n_train=[16, 48], batch=[1, 4], size=["medium"], optim=[("adam", 1e-4), ("sgd", 1e-2)],
+                   monitor=dict(n_elements=4), n_evals=10),
+        gap=dict(steps=2000, n_evals=14),
+        voxsub=dict(Ns=[2, 4, 8, 16], reps=10, n_check=8),
+    ),
+    "full": dict(
+        forces=dict(size="base", steps=20000, batch=64, lr=5e-4, monitor=dict(n_elements=16)),
+        flow=dict(size="base", steps=20000, batch=32, lr=5e-4, monitor=dict(n_elements=16)),
+        voxels=dict(size="base", steps=10000, batch=16, lr=5e-4, monitor=dict(scheme="exhaustive", n_elements=24)),
+        n_evals=20,
+        sweep=dict(n_train=[256, 2048], batch=[1, 16], size=["small", "medium"],
+                   optim=[("adam", 5e-5), ("sgd", 1e-2)], monitor=dict(n_elements=8), n_evals=16),
+        gap=dict(steps=20000, n_evals=20),
+        voxsub=dict(Ns=[2, 4, 8, 16], reps=50, n_check=8),
+    ),
+}
+
+
+def chapter2_plan(profile: str) -> dict:
+    """A copy of chapter 2's sizes for ``profile`` (see :data:`CHAPTER2`)."""
+    return copy.deepcopy(CHAPTER2[check_profile(profile)])
+
+
+@dataclass(frozen=True)
+class Chapter2Runs:
+    """Chapter 2's run configurations.
+
+    Attributes
+    ----------
+    main : dict[str, RunConfig]
+        One augmented run per task (``forces``, ``flow``, ``voxels``).
+    sweep : list[tuple[str, str, RunConfig]]
+        ``(axis, label, config)``: the force run with one setting changed (axes
+        ``training set``, ``batch size``, ``model size``, ``optimiser``).
+    gap : dict[str, RunConfig]
+        ``escaip`` and ``e3nn``: the force run trained longer with each architecture.
+    """
+
+    main: dict
+    sweep: list
+    gap: dict
+
+    def configs(self) -> list[RunConfig]:
+        """Every configuration once, in training order (main, sweep, gap)."""
+        out, seen = [], set()
+        for cfg in [*self.main.values(), *(c for _, _, c in self.sweep), *self.gap.values()]:
+            if cfg.key not in seen:
+                seen.add(cfg.key)
+                out.append(cfg)
+        return out
+
+
+def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
+    """Chapter 2's runs for ``profile`` and ``seed`` (the configurations, nothing trained)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
+    s = chapter2_plan(profile)
+    main = {name: RunConfig(name, model_size=t["size"], profile=profile, seed=seed, steps=t["steps"],
+                            batch_size=t["batch"], lr=t["lr"], eval_every=max(1, t["steps"] // 3), augment=True,
+                            extra={"monitor": {**t["monitor"], "at": checkpoint_steps(t["steps"], s["n_evals"])}})
+            for name, t in ((n, s[n]) for n in TASK_NAMES)}
+    ref, sw, gap = main["forces"], s["sweep"], s["gap"]
+    # each sweep run: the reference with one setting changed, and a cheaper monitor
+    monitor = {**sw["monitor"], "at": checkpoint_steps(ref.steps, sw["n_evals"])}
+    variants = ([("training set", f"{n} conformers", dict(n_train=n)) for n in sw["n_train"]]
+                + [("batch size", f"batch {b}", dict(batch_size=b)) for b in sw["batch"]]
+                + [("model size", size, dict(model_size=size)) for size in sw["size"] if size != ref.model_size]
+                + [("optimiser", f"{o} lr {lr:g}", dict(optimizer=o, lr=lr)) for o, lr in sw["optim"]])
+    sweep = [(axis, label, ref.replace(monitor=monitor, **change)) for axis, label, change in variants]
+    es = ref.replace(steps=gap["steps"], eval_every=gap["steps"],
+                     monitor={**sw["monitor"], "at": checkpoint_steps(gap["steps"], gap["n_evals"])})
+    return Chapter2Runs(main=main, sweep=sweep, gap={"escaip": es, "e3nn": es.replace(arch="e3nn")})

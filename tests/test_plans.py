@@ -1,0 +1,64 @@
+"""Chapter 2's training plan: what each configuration changes, for both profiles."""
+import pytest
+
+from equivlib.config import ParameterError
+from equivlib.plans import CHAPTER2, TASK_NAMES, chapter2_plan, chapter2_runs
+from equivlib.runs import RunConfig
+
+
+def _diff(a: RunConfig, b: RunConfig) -> set[str]:
+    da, db = a.to_dict(), b.to_dict()
+    return {k for k in da if da[k] != db[k]}
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_main_runs_follow_the_table(profile):
+    plan, sizes = chapter2_runs(profile, seed=3), CHAPTER2[profile]
+    assert tuple(plan.main) == TASK_NAMES
+    for name, cfg in plan.main.items():
+        t = sizes[name]
+        assert (cfg.task, cfg.model_size, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, cfg.profile) == (
+            name, t["size"], t["steps"], t["batch"], t["lr"], 3, profile)
+        mon = cfg.extra["monitor"]
+        assert {k: mon[k] for k in t["monitor"]} == t["monitor"]
+        assert mon["at"][0] == 0 and mon["at"][-1] == t["steps"] and len(mon["at"]) >= sizes["n_evals"] // 2
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_each_sweep_run_changes_one_setting(profile):
+    plan = chapter2_runs(profile)
+    ref = plan.main["forces"]
+    field = {"training set": {"n_train"}, "batch size": {"batch_size"}, "model size": {"model_size"},
+             "optimiser": {"optimizer", "lr"}}
+    axes = set()
+    for axis, label, cfg in plan.sweep:
+        axes.add(axis)
+        # the monitor is cheaper (extra) and the optimiser axis may keep adam: changed fields within the axis
+        assert _diff(ref, cfg) - {"extra"} <= field[axis], (axis, label)
+        assert _diff(ref, cfg) - {"extra"}, f"sweep variant {label!r} equals the reference"
+        assert cfg.extra["monitor"]["n_elements"] == CHAPTER2[profile]["sweep"]["monitor"]["n_elements"]
+    assert axes == set(field)
+    assert len({cfg.key for _, _, cfg in plan.sweep}) == len(plan.sweep)
+
+
+def test_gap_pair_differs_in_architecture_only():
+    plan = chapter2_runs("quick")
+    es, e3 = plan.gap["escaip"], plan.gap["e3nn"]
+    assert _diff(es, e3) == {"arch"} and e3.arch == "e3nn"
+    assert es.steps == CHAPTER2["quick"]["gap"]["steps"]
+    assert _diff(plan.main["forces"], es) == {"steps", "eval_every", "extra"}
+
+
+def test_configs_lists_every_run_once():
+    plan = chapter2_runs("quick")
+    keys = [c.key for c in plan.configs()]
+    assert len(keys) == len(set(keys)) == 3 + len(plan.sweep) + 2
+
+
+def test_plan_is_a_copy_and_bad_input_is_named():
+    chapter2_plan("quick")["forces"]["steps"] = -1
+    assert CHAPTER2["quick"]["forces"]["steps"] > 0
+    with pytest.raises(ParameterError, match="(?i)profile"):
+        chapter2_plan("huge")
+    with pytest.raises(ParameterError, match="(?i)seed"):
+        chapter2_runs("quick", seed=-1)
