@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -16,9 +17,9 @@ from tqdm.auto import tqdm
 from .curves import check_curve, dip_step
 from .groups import Action, GroupSample, element_indices, exhaustive
 from .training import float64_copy
-from .twirl import TwirledModel, bootstrap_se, decompose, decompose_model, twisted_predictions
+from .twirl import TwirledModel, bootstrap_se, decompose, decompose_general, decompose_model, twisted_predictions
 
-__all__ = ["identity_check", "resampling_study", "scheme_study", "twirled_inference_study",
+__all__ = ["identity_check", "resampling_study", "ratio_bias", "scheme_study", "twirled_inference_study",
            "checkpoint_split_study", "CheckpointSplit", "sweep_table"]
 
 
@@ -51,6 +52,7 @@ def resampling_study(
     generator: torch.Generator,
     mask: torch.Tensor | None = None,
     n_boot: int = 100,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Bias and standard error of the estimators against an exactly known population.
 
@@ -62,11 +64,25 @@ def resampling_study(
     and the unbiased estimates, plus the bootstrap standard error of the first
     repetition for each ``N`` (skipped with ``n_boot=0``).
 
+    ``loss_fn`` (a per-sample loss, as in :func:`~equivlib.twirl.decompose_general`)
+    replaces the MSE: the estimates are then :func:`decompose_general`'s plug-in and
+    second-order corrected ones, and no bootstrap is run.  Padding must contribute
+    zero to ``loss_fn`` (zero-padded predictions and targets do for log-cosh); ``mask``
+    is not used with it.
+
     Returns ``(table, truth)``: one row per (N, repetition, estimator), and the
     population values.
     """
     P, B = Z_pool.shape[:2]
-    truth = _summ(decompose(Z_pool[None], y, "exhaustive", mask=mask))
+    if loss_fn is not None and mask is not None:
+        raise ValueError("resampling_study: mask applies to the MSE only; pass loss_fn or mask, not both")
+
+    def split(Z, scheme, est):
+        if loss_fn is None:
+            return decompose(Z, y, scheme, mask=mask, estimator=est)
+        return decompose_general(Z, y, loss_fn, scheme, estimator=est)
+
+    truth = _summ(split(Z_pool[None], "exhaustive", "plugin"))
     rows = []
     for N in tqdm(list(Ns), desc="resampling N", mininterval=2):
         if N < 2:
@@ -76,12 +92,39 @@ def resampling_study(
             Z = torch.gather(Z_pool, 0, idx.reshape(N, B, *([1] * (Z_pool.ndim - 2))).expand(N, *Z_pool.shape[1:]))
             Z = Z[:, None]
             for est in ("plugin", "unbiased"):
-                row = {"N": N, "rep": rep, "estimator": est, **_summ(decompose(Z, y, "iid", mask=mask, estimator=est))}
-                if rep == 0 and n_boot > 0:
+                row = {"N": N, "rep": rep, "estimator": est, **_summ(split(Z, "iid", est))}
+                if rep == 0 and n_boot > 0 and loss_fn is None:
                     bs = bootstrap_se(Z, y, "iid", mask=mask, estimator=est, n_boot=n_boot, generator=generator)
                     row.update({f"boot_{k}": v for k, v in bs.items()})
                 rows.append(row)
     return pd.DataFrame(rows), truth
+
+
+def ratio_bias(study: pd.DataFrame, truth: dict, estimator: str = "unbiased") -> pd.DataFrame:
+    """Bias of the percent (a ratio of two estimates) per ``N``, measured and by the delta method.
+
+    ``study`` and ``truth`` are :func:`resampling_study`'s.  The percent is
+    ``100 a / b`` with ``a`` the estimate of ``L_equiv`` and ``b`` that of ``L``;
+    even when both are unbiased the ratio is not, and to second order
+    ``E[a/b] - A/B = (A Var b / B - Cov(a, b)) / B²`` (``A``, ``B`` the true values),
+    while exactly ``E[a/b] - A/B = -Cov(a/b, b) / B`` (for ``b > 0``), so by
+    Cauchy-Schwarz ``|bias| <= sd(a/b) sd(b) / B``.
+    Columns: ``N``, ``percent`` (mean over repetitions), ``bias`` and ``bias_se``
+    (percentage points, Monte-Carlo standard error), ``delta_method`` (the
+    second-order prediction from the repetitions' variances), ``cs_bound`` (the
+    Cauchy-Schwarz bound from the repetitions' standard deviations), ``n_reps``.
+    """
+    A, B = truth["L_equiv"], truth["L"]
+    rows = []
+    for N, g in study[study["estimator"] == estimator].groupby("N"):
+        a, b = g["L_equiv"].to_numpy(), g["L"].to_numpy()
+        cov = np.cov(a, b)
+        rows.append({"N": int(N), "percent": float(g["percent"].mean()),
+                     "bias": float(g["percent"].mean() - truth["percent"]),
+                     "bias_se": float(g["percent"].std(ddof=1) / np.sqrt(len(g))),
+                     "delta_method": float(100 * (A * cov[1, 1] / B - cov[0, 1]) / B**2),
+                     "cs_bound": float(g["percent"].std(ddof=1) * np.sqrt(cov[1, 1]) / B), "n_reps": len(g)})
+    return pd.DataFrame(rows)
 
 
 def scheme_study(

@@ -5,8 +5,9 @@ import torch
 from equivlib.data import lennard_jones_clusters, lennard_jones_forces
 from equivlib.groups import (VectorAction, cube_group, exhaustive, sample_design, sample_haar,
                              tetrahedral_group)
-from equivlib.studies import resampling_study, scheme_study, twirled_inference_study
-from equivlib.twirl import decompose
+from equivlib.studies import ratio_bias, resampling_study, scheme_study, twirled_inference_study
+from equivlib.training import log_cosh
+from equivlib.twirl import decompose, decompose_general
 
 
 def pool(P=24, B=6, D=5, seed=0):
@@ -40,6 +41,47 @@ def test_resampling_study_bootstrap_and_errors():
     assert boot.shape[1] > 0 and boot[table["rep"] == 0].notna().all().all() and boot[table["rep"] > 0].isna().all().all()
     with pytest.raises(ValueError, match="N >= 2"):
         resampling_study(Z, y, [1], 2, generator=torch.Generator().manual_seed(0))
+
+
+def test_ratio_bias_matches_the_delta_method():
+    # one sample, three outputs, the percent near 50 %: the denominator is noisy and the ratio visibly biased
+    g = torch.Generator().manual_seed(5)
+    Z, y = torch.randn(256, 1, 3, generator=g, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    table, truth = resampling_study(Z, y, [2, 4], 2000, generator=torch.Generator().manual_seed(6), n_boot=0)
+    rb = ratio_bias(table, truth).set_index("N")
+    assert list(rb.columns) == ["percent", "bias", "bias_se", "delta_method", "cs_bound", "n_reps"]
+    assert (rb["n_reps"] == 2000).all()
+    assert (rb["bias"].abs() <= rb["cs_bound"] + 4 * rb["bias_se"]).all()  # |E a/b - A/B| <= sd(a/b) sd(b) / B
+    assert rb.loc[2, "bias"] > 4 * rb.loc[2, "bias_se"]  # unbiased numerator and denominator, biased ratio
+    # measured bias agrees with the second-order prediction (MC error plus a third-order allowance)
+    for N in (2, 4):
+        assert abs(rb.loc[N, "bias"] - rb.loc[N, "delta_method"]) < 4 * rb.loc[N, "bias_se"] + 0.3 * abs(
+            rb.loc[N, "delta_method"]), rb
+
+
+def test_ratio_bias_is_zero_for_an_equivariant_pool():
+    _, y = pool(P=8, B=3, D=2)
+    Z = (y + 1.0)[None].expand(8, *y.shape).clone()  # every twisted prediction equal: L_equiv = 0
+    table, truth = resampling_study(Z, y, [2], 5, generator=torch.Generator().manual_seed(0), n_boot=0)
+    rb = ratio_bias(table, truth)
+    assert truth["percent"] == 0 and rb["bias"].abs().max() < 1e-12 and rb["delta_method"].abs().max() < 1e-12
+    assert rb["cs_bound"].abs().max() < 1e-12
+
+
+def test_resampling_study_general_loss_correction():
+    Z, y = pool(P=48, B=6, D=3, seed=7)
+    table, truth = resampling_study(Z, y, [2, 4], 100, generator=torch.Generator().manual_seed(8), loss_fn=log_cosh)
+    exact = decompose_general(Z[None], y, log_cosh, "exhaustive", estimator="plugin").summary()
+    assert truth["L_equiv"] == pytest.approx(exact["L_equiv"], rel=1e-12) and truth["L_equiv"] > 0
+    assert not any(c.startswith("boot_") for c in table.columns)
+    for N in (2, 4):
+        sub = table[table["N"] == N]
+        plug = sub[sub["estimator"] == "plugin"]["L_equiv"].mean() / truth["L_equiv"] - 1
+        corr = sub[sub["estimator"] == "unbiased"]["L_equiv"].mean() / truth["L_equiv"] - 1
+        assert plug < -0.5 / N  # biased low, about -1/N to second order
+        assert abs(corr) < abs(plug) / 2  # the second-order correction removes most of it
+    with pytest.raises(ValueError, match="mask"):
+        resampling_study(Z, y, [2], 2, generator=torch.Generator(), loss_fn=log_cosh, mask=torch.ones(6, 3, dtype=bool))
 
 
 @pytest.fixture(scope="module")

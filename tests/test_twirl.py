@@ -384,6 +384,27 @@ def test_equivariant_function_has_zero_equivariance_error(generator, tol):
     assert not torch.allclose(twirl(nonequiv, x, sample, VectorAction()), nonequiv(x), atol=1e-3)
 
 
+def test_lequiv_is_the_distance_to_the_twirl_for_invariant_data(generator, tol):
+    """Chapter 1, eq-lequiv-distance: with a G-invariant data law, L_equiv = E ||f(x) - mu(x)||^2 / D."""
+    model = AtomMLP()
+    G = cube_group()
+    x0 = torch.randn(3, 4, 3, dtype=F64, generator=generator)
+    x = torch.einsum("gij,baj->gbai", G, x0).reshape(-1, 4, 3)  # every orbit point once: the empirical law is invariant
+    y = torch.zeros_like(x)
+    act = VectorAction()
+    Z = twisted_predictions(model, x, exhaustive(G), act, memory_budget_mb=None)
+    dec = decompose(Z, y, exhaustive(G), estimator="plugin")
+    mu = twirl(model, x, exhaustive(G), act)
+    direct = ((model(x) - mu) ** 2).mean(dim=(-2, -1))
+    assert torch.allclose(dec.L_equiv.mean(), direct.mean(), atol=tol(F64), rtol=tol(F64))
+    assert dec.L_equiv.mean() > 1e-3  # the model is not equivariant, so the identity is not 0 = 0
+    # without invariance (one orbit point per sample) the two differ
+    Z0 = twisted_predictions(model, x0, exhaustive(G), act, memory_budget_mb=None)
+    dec0 = decompose(Z0, torch.zeros_like(x0), exhaustive(G), estimator="plugin")
+    direct0 = ((model(x0) - twirl(model, x0, exhaustive(G), act)) ** 2).mean(dim=(-2, -1))
+    assert not torch.allclose(dec0.L_equiv.mean(), direct0.mean(), rtol=1e-3)
+
+
 def test_exhaustive_twirl_is_exactly_equivariant(generator, tol):
     model = AtomMLP()
     x = torch.randn(2, 4, 3, dtype=F64, generator=generator)

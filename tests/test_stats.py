@@ -1,0 +1,57 @@
+"""Intervals: coverage by simulation, known answers, loud errors."""
+import numpy as np
+import pytest
+
+from equivlib.config import ParameterError
+from equivlib.stats import Interval, mean_ci, sd_ratio_ci, slope_ci
+
+
+def test_slope_ci_covers_the_true_slope_at_its_level():
+    rng = np.random.default_rng(0)
+    x = np.log([16, 48, 160, 480, 1600])
+    hits = 0
+    for _ in range(1000):
+        y = 0.3 * x + 1.0 + rng.normal(0, 0.2, x.size)
+        hits += slope_ci(x, y, level=0.9).contains(0.3)
+    assert 0.87 <= hits / 1000 <= 0.93  # binomial SE of the coverage is about 0.01
+
+
+def test_mean_ci_covers_at_its_level_with_three_values():
+    rng = np.random.default_rng(1)
+    hits = sum(mean_ci(rng.normal(5.0, 2.0, 3)).contains(5.0) for _ in range(2000))
+    assert 0.93 <= hits / 2000 <= 0.97
+
+
+def test_sd_ratio_ci_brackets_a_known_ratio():
+    rng = np.random.default_rng(2)
+    hits = 0
+    for s in range(60):
+        a, b = rng.normal(0, 3.0, 120), rng.normal(0, 1.0, 120)
+        ci = sd_ratio_ci(a, b, seed=s, n_resamples=999)
+        assert ci.low < ci.estimate < ci.high
+        hits += ci.contains(3.0)
+    assert hits >= 51  # 95 % nominal; BCa at n=120 is close to it (at least 85 % here)
+    wide = sd_ratio_ci(rng.normal(0, 3.0, 8), rng.normal(0, 1.0, 8), seed=0)
+    narrow = sd_ratio_ci(rng.normal(0, 3.0, 400), rng.normal(0, 1.0, 400), seed=0)
+    assert wide.high - wide.low > narrow.high - narrow.low
+
+
+def test_same_seed_same_interval_and_text():
+    a, b = np.arange(10.0) ** 1.5, np.arange(10.0)
+    assert sd_ratio_ci(a, b, seed=4) == sd_ratio_ci(a, b, seed=4)
+    t = Interval(1.5, 1.2, 1.9, 0.95, "x").text()
+    assert t == "1.50 (95% CI 1.20 to 1.90)"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: slope_ci([1, 2], [1, 2]), "at least 3"),
+    (lambda: slope_ci([1, 1, 1], [1, 2, 3]), "constant"),
+    (lambda: slope_ci([1, 2, 3], [1, 2, 3, 4]), "differ in length"),
+    (lambda: mean_ci([1.0, float("nan")]), "non-finite"),
+    (lambda: mean_ci([[1.0, 2.0]]), "one-dimensional"),
+    (lambda: mean_ci([1.0, 2.0], level=95), "level"),
+    (lambda: sd_ratio_ci([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]), "zero spread"),
+])
+def test_bad_input_is_named(call, match):
+    with pytest.raises(ParameterError, match=match):
+        call()
