@@ -34,8 +34,9 @@ from .reps import (
     project_equivariant,
 )
 from .slice_problem import (
-    SlicePoint, SliceProblem, bad_half_minimum, boundary_points, find_slice_minima, gd_basins, gd_slice,
+    SlicePoint, SliceProblem, bad_half_minimum, basin_study, boundary_points, find_slice_minima, gd_basins, gd_slice,
     line_fit_residual, local_minima_grid, make_problem, refine_slice_minimum, seed_study, slice_landscape,
+    slice_step_size,
 )
 from .relaxation import constrained_descent, match_hidden_permutation, relax, trap_study
 from .spherical import (

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -152,7 +153,10 @@ def trap_study(ns: Sequence[int], seeds: Sequence[int], *, steps: int, newton_it
     pandas.DataFrame, one row per ``(n, seed)``: ``n``, ``seed``, ``bad half``,
     ``constrained min`` (positive-definite constrained Hessian, gradient norm below
     ``1e-8``), ``relative loss``, ``full-Hessian min eig``, ``spurious`` (all three
-    conditions) and ``saddle when relaxed`` (negative smallest eigenvalue).
+    conditions), ``saddle when relaxed`` (negative smallest eigenvalue) and
+    ``reason``: ``"spurious"``, or the first condition that failed (``"left the bad
+    half"``, ``"not a constrained minimum"``, ``"zero loss"``: the bad half holds a
+    global minimum).
     """
     rows = []
     for n in ns:
@@ -172,4 +176,6 @@ def trap_study(ns: Sequence[int], seeds: Sequence[int], *, steps: int, newton_it
     df = pd.DataFrame(rows)
     df["spurious"] = df["bad half"] & df["constrained min"] & (df["relative loss"] > spurious_tol)
     df["saddle when relaxed"] = df["full-Hessian min eig"] < 0
+    df["reason"] = np.select([df["spurious"], ~df["bad half"], ~df["constrained min"]],
+                             ["spurious", "left the bad half", "not a constrained minimum"], "zero loss")
     return df

@@ -42,6 +42,8 @@ __all__ = [
     "refine_slice_minimum",
     "find_slice_minima",
     "bad_half_minimum",
+    "slice_step_size",
+    "basin_study",
     "boundary_points",
     "line_fit_residual",
     "gd_basins",
@@ -338,6 +340,15 @@ def line_fit_residual(points: torch.Tensor) -> dict:
             "offset": (c @ normal).abs().item(), "n_points": int(points.shape[0])}
 
 
+def slice_step_size(problem: SliceProblem, scale_a: float) -> float:
+    """``1 / (largest Hessian eigenvalue)`` of the slice loss in the coordinates ``(a / scale_a, b)``,
+    at the teacher and at its mirror image (:func:`equivlib.hessian.curvature_step_size`)."""
+    kw = dict(dtype=problem.W_rest.dtype, device=problem.W_rest.device)
+    pts = [torch.tensor([problem.a_teacher / scale_a, problem.b_teacher], **kw),
+           torch.tensor([problem.b_teacher / scale_a, problem.a_teacher], **kw)]
+    return curvature_step_size(lambda q: problem.loss_ab(q[0] * scale_a, q[1]), pts)
+
+
 def bad_half_minimum(problem: SliceProblem, *, steps: int, lr: float | None = None,
                      scale_a: float | None = None) -> dict:
     """The minimum of the half of the slice that does not contain the teacher.
@@ -367,10 +378,7 @@ def bad_half_minimum(problem: SliceProblem, *, steps: int, lr: float | None = No
     sc = problem.rescale_a if scale_a is None else scale_a
     start = problem.mirrored_teacher()
     if lr is None:
-        kw = dict(dtype=problem.W_rest.dtype, device=problem.W_rest.device)
-        pts = [torch.tensor([problem.a_teacher / sc, problem.b_teacher], **kw),
-               torch.tensor([problem.b_teacher / sc, problem.a_teacher], **kw)]
-        lr = curvature_step_size(lambda q: problem.loss_ab(q[0] * sc, q[1]), pts)
+        lr = slice_step_size(problem, sc)
     pre = gd_slice(problem, start.a, start.b, steps=steps, lr=lr, scale_a=sc)
     ref = refine_slice_minimum(problem, pre["a"].item(), pre["b"].item())
     bad = (ref["a"] - ref["b"]) * (problem.a_teacher - problem.b_teacher) < 0
@@ -435,7 +443,9 @@ def seed_study(n: int, seeds: Sequence[int], grid: torch.Tensor, *, steps: int, 
     pandas.DataFrame, one row per seed: ``seed``, ``a*``, ``b*``, ``teacher dist``
     (from ``a = b``), ``minima in window``, ``bad-half min a``, ``bad-half min b``,
     ``bad-half dist``, ``bad-half loss``, ``is minimum`` (see :func:`bad_half_minimum`)
-    and ``dist ratio`` (bad-half distance over teacher distance).
+    ``dist ratio`` (bad-half distance over teacher distance) and ``note``: for a
+    seed whose bad-half search did not end at a minimum, why (``"left the bad
+    half"``, ``"not a non-degenerate minimum"``); empty otherwise.
     """
     rows = []
     for seed in seeds:
@@ -446,7 +456,52 @@ def seed_study(n: int, seeds: Sequence[int], grid: torch.Tensor, *, steps: int, 
                      "teacher dist": abs(p.a_teacher - p.b_teacher) / math.sqrt(2),
                      "minima in window": len(find_slice_minima(p, grid, grid)),
                      "bad-half min a": ref["a"], "bad-half min b": ref["b"], "bad-half dist": ref["dist_line"],
-                     "bad-half loss": ref["loss"], "is minimum": ref["is_minimum"]})
+                     "bad-half loss": ref["loss"], "is minimum": ref["is_minimum"],
+                     "note": "" if ref["is_minimum"] else
+                     ("left the bad half" if not ref["bad_half"] else "not a non-degenerate minimum")})
     df = pd.DataFrame(rows)
     df["dist ratio"] = df["bad-half dist"] / df["teacher dist"]
-    return df
+    return df[[c for c in df.columns if c != "note"] + ["note"]]
+
+
+def basin_study(n: int, seeds: Sequence[int], grid: torch.Tensor, *, steps: int, lr: float, bad_half_steps: int,
+                n_in_trivial: int = 2, n_hidden_trivial: int = 2, activation: str = "relu",
+                device=None) -> pd.DataFrame:
+    """Gradient descent from every grid point, per teacher seed, in both parameterizations.
+
+    The grid search of the second paper (App. C.1.2) repeated over teachers: for each
+    seed the two minima are the teacher and the bad half's minimum
+    (:func:`bad_half_minimum`, independent of the window), and :func:`gd_basins`
+    runs ``steps`` steps from every point of ``grid x grid`` in direct
+    (``scale_a = 1``) and rescaled coordinates.  The step is ``lr``, lowered to
+    :func:`slice_step_size` in that parameterization where that is smaller (a fixed
+    step diverges for teachers with large output weights), and reported.  Seeds whose
+    bad half has no non-degenerate minimum get one row with ``note`` saying so.
+
+    Returns
+    -------
+    pandas.DataFrame, one row per ``(seed, parameterization)``: ``lr``,
+    ``converged`` (fraction of end points within ``1e-2`` of one of the two minima),
+    ``other end points`` (``1 - converged``: end points in neither basin, i.e. extra
+    basins or unfinished descents), ``disagree`` (fraction of starts off ``a = b``
+    that end on the other side), ``boundary angle`` (degrees; 45 is the line),
+    ``boundary rms`` (grid spacings) and ``note``.
+    """
+    spacing = float(grid[1] - grid[0])
+    rows = []
+    for seed in seeds:
+        p = make_problem(n, n_in_trivial=n_in_trivial, n_hidden_trivial=n_hidden_trivial,
+                         activation=activation, seed=seed, device=device)
+        ref = bad_half_minimum(p, steps=bad_half_steps)
+        if not ref["is_minimum"]:
+            rows.append({"seed": seed, "parameterization": "-", "note": "no bad-half minimum"})
+            continue
+        minima = [{"a": p.a_teacher, "b": p.b_teacher}, ref]
+        for name, sc in (("direct", 1.0), ("rescaled", p.rescale_a)):
+            step = min(lr, slice_step_size(p, sc))
+            r = gd_basins(p, grid, minima, steps=steps, lr=step, scale_a=sc)
+            rows.append({"seed": seed, "parameterization": name, "lr": step, "converged": r["converged"],
+                         "other end points": 1 - r["converged"], "disagree": r["disagree"],
+                         "boundary angle": r["fit"]["angle_deg"], "boundary rms": r["fit"]["rms"] / spacing,
+                         "note": ""})
+    return pd.DataFrame(rows)

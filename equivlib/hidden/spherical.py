@@ -215,6 +215,12 @@ def s2_minima(f, Z: torch.Tensor, w0_values: torch.Tensor, wl_values: torch.Tens
     return sorted(found, key=lambda q: f(q).item())
 
 
+def _lowest(f, found, sign: float) -> float:
+    """The lowest loss ``f`` among the minima ``found`` with ``sign * wl > 0`` (NaN if none)."""
+    vals = [f(q).item() for q in found if sign * q[1].item() > 0]
+    return min(vals) if vals else float("nan")
+
+
 def s2_degree_study(degrees: Sequence[int], w_teacher: torch.Tensor, w_values: torch.Tensor, *,
                     n_samples: int, res_factor: int, n_rotations: int, generator: torch.Generator,
                     lmax_extra: int = 2, n_alias_signals: int = 32):
@@ -231,11 +237,14 @@ def s2_degree_study(degrees: Sequence[int], w_teacher: torch.Tensor, w_values: t
     table : pandas.DataFrame, one row per degree: ``l``, ``grid``, ``aliasing (coeff.)``,
         ``aliasing (output)``, ``asymmetry wl->-wl`` (``max |L(w0, wl) - L(w0, -wl)| / max L``),
         ``|dL/dwl| on wl=0`` and ``(finite diff.)`` (:func:`s2_line_gradient` over ``w_values`` away
-        from ``w0 = 0``, where ``relu`` has a kink), ``max |grad L|`` there for scale, ``minima``, ``losses at minima``, ``wl at minima`` (the last two as text).
+        from ``w0 = 0``, where ``relu`` has a kink), ``max |grad L|`` there for scale, ``minima``, ``losses at minima``, ``wl at minima`` (the last two as text),
+        ``lowest loss, teacher's side`` and ``lowest loss, other side`` (the lowest loss of the minima with
+        ``wl`` of the teacher's sign, and of the other sign; NaN where there is none).
     landscapes : dict ``l -> (Z, minima)`` with ``Z`` from :func:`s2_landscape` and the
         minima from :func:`s2_minima`.
     """
     rows, landscapes = [], {}
+    side = 1.0 if float(w_teacher[1]) >= 0 else -1.0  # the teacher's half of the (w0, wl) plane
     for l in degrees:
         lmax = l + lmax_extra
         res = 2 * res_factor * (lmax + 1)
@@ -254,5 +263,7 @@ def s2_degree_study(degrees: Sequence[int], w_teacher: torch.Tensor, w_values: t
                      "max |grad L|": line["grad_norm"],
                      "minima": len(found),
                      "losses at minima": ", ".join(f"{f(q).item():.2e}" for q in found),
-                     "wl at minima": ", ".join(f"{q[1].item():+.3f}" for q in found)})
+                     "wl at minima": ", ".join(f"{q[1].item():+.3f}" for q in found),
+                     "lowest loss, teacher's side": _lowest(f, found, side),
+                     "lowest loss, other side": _lowest(f, found, -side)})
     return pd.DataFrame(rows), landscapes

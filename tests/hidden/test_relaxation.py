@@ -67,8 +67,13 @@ def test_trap_study_matches_the_single_run(small):
     df = ts.trap_study([3], [SMALL["seed"]], steps=100, newton_iters=20, spurious_tol=1e-10,
                        n_in_trivial=SMALL["n_in_trivial"], n_hidden_trivial=SMALL["n_hidden_trivial"])
     assert list(df.columns) == ["n", "seed", "bad half", "constrained min", "relative loss", "full-Hessian min eig",
-                                "spurious", "saddle when relaxed"]
+                                "spurious", "saddle when relaxed", "reason"]
     row = df.iloc[0]
+    assert row["reason"] == "spurious"
     assert row["relative loss"] == c["loss"].item() / p.teacher_term.item()
     assert row["full-Hessian min eig"] == min_hessian_eigenvalue(p.loss_W, c["W"])
     assert row["spurious"] and row["saddle when relaxed"]
+    # a tolerance above the trap's loss turns the same run into a "zero loss" row, with its reason
+    high = ts.trap_study([3], [SMALL["seed"]], steps=100, newton_iters=20, spurious_tol=10.0,
+                         n_in_trivial=SMALL["n_in_trivial"], n_hidden_trivial=SMALL["n_hidden_trivial"])
+    assert not high["spurious"].iloc[0] and high["reason"].iloc[0] == "zero loss"

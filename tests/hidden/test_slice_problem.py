@@ -28,6 +28,16 @@ def test_slice_minima_and_rescaled_gd(prob, minima):
     assert (d["a"] - d["b"]).abs().max() > 1e-4
 
 
+def test_gradient_ratio_on_the_line_is_n_minus_one(prob, tol):
+    """Chapter 6, prop-ch6-rescaling: on a = b, dL/db = (n - 1) dL/da (and not off the line)."""
+    t = torch.tensor([-1.3, -0.4, 0.7, 1.9], dtype=DT)
+    for shift, on_line in ((0.0, True), (0.3, False)):
+        a, b = (t + shift).requires_grad_(True), t.clone().requires_grad_(True)
+        ga, gb = torch.autograd.grad(prob.loss_ab(a, b).sum(), (a, b))
+        assert ga.abs().min() > 1e-6  # not a trivial 0 = 0
+        assert torch.allclose(gb, (prob.n - 1) * ga, atol=tol(DT), rtol=1e-10) == on_line
+
+
 def test_mirrored_teacher(prob, tol):
     m = prob.mirrored_teacher()
     assert (m.a.item(), m.b.item()) == (prob.b_teacher, prob.a_teacher)
@@ -89,6 +99,23 @@ def test_seed_study_rows_match_single_runs():
     assert (row["bad-half min a"], row["bad-half loss"], row["is minimum"]) == (r["a"], r["loss"], r["is_minimum"])
     assert row["minima in window"] == 2  # the teacher and the bad half's minimum
     assert row["dist ratio"] == pytest.approx(r["dist_line"] / (abs(p.a_teacher - p.b_teacher) / math.sqrt(2)))
+    assert df.columns[-1] == "note"
+    assert (row["note"] == "") if r["is_minimum"] else row["note"] in ("left the bad half", "not a non-degenerate minimum")
+
+
+def test_basin_study_rescaled_never_crosses_and_matches_gd_basins():
+    grid = torch.linspace(-3, 3, 15, dtype=DT)
+    df = ts.basin_study(3, [0], grid, steps=60, lr=0.05, bad_half_steps=20, n_in_trivial=1, n_hidden_trivial=1)
+    assert df["parameterization"].tolist() == ["direct", "rescaled"]
+    p = ts.make_problem(3, n_in_trivial=1, n_hidden_trivial=1, seed=0)
+    ref = ts.bad_half_minimum(p, steps=20)
+    for _, row in df.iterrows():
+        sc = 1.0 if row["parameterization"] == "direct" else p.rescale_a
+        assert row["lr"] == min(0.05, ts.slice_step_size(p, sc))
+        r = ts.gd_basins(p, grid, [{"a": p.a_teacher, "b": p.b_teacher}, ref], steps=60, lr=row["lr"], scale_a=sc)
+        assert (row["converged"], row["disagree"]) == (r["converged"], r["disagree"])
+        assert row["other end points"] == pytest.approx(1 - row["converged"])
+    assert df.set_index("parameterization").loc["rescaled", "disagree"] == 0.0  # the line is invariant
 
 
 def test_line_fit_and_boundary():

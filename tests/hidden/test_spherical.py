@@ -66,6 +66,9 @@ def test_s2_degree_study_odd_symmetric_even_spurious():
         assert mins[1][1] < 0  # the other minimum is across the line wl = 0
     losses = [float(v) for v in even["losses at minima"].split(", ")]
     assert losses[0] < 1e-12 < 1e-3 < losses[1]  # even l: the second minimum is spurious
+    assert even["lowest loss, teacher's side"] == pytest.approx(losses[0], abs=1e-12)
+    assert even["lowest loss, other side"] == pytest.approx(losses[1], rel=1e-2)  # the table's text has 3 digits
+    assert odd["lowest loss, teacher's side"] < 1e-12 and odd["lowest loss, other side"] < 1e-9  # mirror images
 
 
 def test_bad_inputs_raise():
