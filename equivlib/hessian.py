@@ -12,18 +12,37 @@ double backward through ``f``; nothing is specific to one model.
 * :func:`curvature_step_size`: a gradient-descent step that is stable for any
   scale of ``f`` (one over the largest Hessian eigenvalue).
 
-Chapter 6 (hidden symmetries) uses these on exact population losses.  Chapters
-3 and 4 will extend this module with Hessian-vector products and Lanczos
-estimates of extreme eigenvalues for models too large for a dense Hessian; they
-belong here, next to the dense versions they are checked against.
+Chapter 6 (hidden symmetries) uses these on exact population losses.  For
+networks, the second half of the module works on a *subset* of a model's
+parameters as one flat vector (:func:`select_parameters`, :func:`subset_loss`):
+
+* :func:`hvp`: Hessian-vector products (double backward, or forward-over-reverse);
+* :func:`lanczos_extremes`: extreme eigenpairs from HVPs alone (scipy's ``eigsh``);
+* :func:`dense_spectrum`: the whole spectrum for subsets of a few thousand
+  parameters, from batched HVPs, which the Lanczos values are checked against;
+* :func:`condition_number` (``λ_max / λ_min⁺`` at a stated cutoff) and
+  :func:`top_ratio` (``λ_1 / λ_k``, no cutoff).
+
+The loss of one term of the decomposition (``L``, ``L_mean`` or ``L_equiv``) as a
+function of the model is :func:`equivlib.twirl.decomposition_loss`::
+
+    loss = decomposition_loss("L_equiv", x, y, sample, VectorAction(), mask=mask)
+    f, flat = subset_loss(model, ["head"], loss)
+    res = lanczos_extremes(f, flat.theta0, k=1)
+    flat.unflatten(res["vectors_largest"][0])   # the top eigenvector, parameter-shaped
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 
-__all__ = ["gradient", "hessian", "min_hessian_eigenvalue", "newton_minimize", "curvature_step_size"]
+from .config import ParameterError
+
+__all__ = ["gradient", "hessian", "min_hessian_eigenvalue", "newton_minimize", "curvature_step_size",
+           "select_parameters", "FlatParams", "subset_loss", "hvp", "dense_spectrum", "lanczos_extremes",
+           "condition_number", "top_ratio"]
 
 ScalarFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -107,3 +126,241 @@ def curvature_step_size(f: ScalarFn, points: Iterable[torch.Tensor]) -> float:
     if max(top) <= 0:
         raise ValueError(f"no positive curvature at the given points (largest eigenvalue {max(top):.3g})")
     return 1.0 / max(top)
+
+
+# --------------------------------------------------------------------------- large models
+#
+# For a network, the function of interest is a loss as a function of a *subset* of the
+# model's parameters (a layer, a head), with everything else fixed.  ``subset_loss``
+# builds that function on one flat vector; ``hvp`` multiplies its Hessian with a vector
+# without forming it; ``lanczos_extremes`` finds the extreme eigenpairs from HVPs alone
+# (scipy's ARPACK Lanczos, ``eigsh``, on a ``LinearOperator``: it needs nothing but a
+# matrix-vector product, works in float64, and returns eigenvectors); ``dense_spectrum``
+# forms the whole Hessian for subsets small enough (batched HVPs), which is what
+# ``lanczos_extremes`` is checked against.  We use scipy rather than curvlinops because
+# our losses are not a sum of per-sample losses of one network output: the terms of the
+# loss decomposition couple every group element of a sample (``L_equiv`` is a spread),
+# which curvlinops' loss-function interface does not express.
+
+SubsetSpec = Union[str, Sequence[str], Sequence[torch.Tensor], None]
+
+
+def _twice_differentiable():
+    """Attention through the math kernel: the fused (flash, memory-efficient) kernels have no double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def select_parameters(model: torch.nn.Module, subset: SubsetSpec = None) -> dict[str, torch.nn.Parameter]:
+    """The parameters of ``model`` named by ``subset``, in the model's order.
+
+    Parameters
+    ----------
+    subset : None, str, list of str, or list of tensors
+        ``None``: every parameter that requires a gradient.  A string or strings: a
+        parameter name (``"head.weight"``) or a module name, which selects every
+        parameter below it (``"head"``: ``head.weight`` and ``head.bias``).  Tensors:
+        those parameters of ``model`` themselves.
+
+    Raises
+    ------
+    ParameterError
+        For an empty subset, an unknown name (the message lists the modules), or a
+        tensor that is not a parameter of ``model``.
+    """
+    named = dict(model.named_parameters())
+    if subset is None:
+        sel = {n: p for n, p in named.items() if p.requires_grad}
+    else:
+        items = [subset] if isinstance(subset, (str, torch.Tensor)) else list(subset)
+        if not items:
+            raise ParameterError("the parameter subset is empty")
+        if all(isinstance(s, torch.Tensor) for s in items):
+            ids = {id(t) for t in items}
+            sel = {n: p for n, p in named.items() if id(p) in ids}
+            if len(sel) != len(ids):
+                raise ParameterError(f"{len(ids) - len(sel)} of the given tensors are not parameters of the model")
+        elif all(isinstance(s, str) for s in items):
+            sel = {}
+            for s in items:
+                hits = {n: p for n, p in named.items() if n == s or n.startswith(s + ".")}
+                if not hits:
+                    modules = sorted({n.rsplit(".", 1)[0] for n in named if "." in n})
+                    raise ParameterError(f"no parameter or module named {s!r}; modules with parameters: "
+                                         f"{', '.join(modules[:30])}{' ...' if len(modules) > 30 else ''}")
+                sel.update(hits)
+            sel = {n: named[n] for n in named if n in sel}
+        else:
+            raise ParameterError("subset must be names or parameter tensors, not a mixture")
+    if not sel:
+        raise ParameterError("the parameter subset is empty (no parameter requires a gradient)")
+    return sel
+
+
+class FlatParams:
+    """A parameter subset as one flat vector ``theta`` and back (``unflatten``)."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor]):
+        self.names = list(params)
+        self.shapes = [tuple(p.shape) for p in params.values()]
+        self.sizes = [p.numel() for p in params.values()]
+        self.theta0 = torch.cat([p.detach().reshape(-1) for p in params.values()]).clone()
+
+    @property
+    def n(self) -> int:
+        return int(sum(self.sizes))
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` views of ``theta`` with the parameters' shapes."""
+        if theta.shape != (self.n,):
+            raise ParameterError(f"theta must have shape ({self.n},), got {tuple(theta.shape)}")
+        return {n: t.reshape(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
+
+
+def subset_loss(model: torch.nn.Module, subset: SubsetSpec,
+                loss: Callable[[Callable], torch.Tensor]) -> tuple[ScalarFn, FlatParams]:
+    """``loss`` as a function of one flat vector of the parameters in ``subset``.
+
+    ``loss(model_fn)`` computes a scalar from a callable with the model's signature
+    (e.g. :func:`equivlib.twirl.decomposition_loss`).  Returns ``(f, flat)`` with
+    ``f(theta)`` the loss of the model whose ``subset`` parameters are ``theta``
+    (``flat.theta0``: their current values) and every other parameter and buffer as
+    it is; the model itself is never modified (``torch.func.functional_call``).
+    """
+    flat = FlatParams(select_parameters(model, subset))
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        params = flat.unflatten(theta)
+        return loss(lambda *args, **kw: torch.func.functional_call(model, params, args, kw))
+
+    return f, flat
+
+
+def hvp(f: ScalarFn, theta: torch.Tensor, v: torch.Tensor, *, mode: str = "reverse") -> torch.Tensor:
+    """Hessian-vector product ``∇²f(theta) v`` without forming the Hessian.
+
+    ``mode="reverse"``: double backward (works for every differentiable op);
+    ``"forward"``: forward-over-reverse with ``torch.func`` (one pass cheaper, needs
+    forward-mode rules for every op of ``f``).
+    """
+    if v.shape != theta.shape:
+        raise ParameterError(f"v has shape {tuple(v.shape)}, theta {tuple(theta.shape)}")
+    if mode == "forward":
+        with _twice_differentiable():
+            return torch.func.jvp(torch.func.grad(f), (theta.detach(),), (v,))[1]
+    if mode != "reverse":
+        raise ParameterError(f"mode must be 'reverse' or 'forward', got {mode!r}")
+    q = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), _twice_differentiable():
+        out = f(q)
+        if not out.requires_grad:
+            raise ParameterError("the loss does not depend on the selected parameters")
+        (g,) = torch.autograd.grad(out, (q,), create_graph=True)
+        if not g.requires_grad:  # f is linear in theta
+            return torch.zeros_like(q)
+        (hv,) = torch.autograd.grad(g, (q,), grad_outputs=v, allow_unused=True)
+    return torch.zeros_like(q) if hv is None else hv.detach()
+
+
+def dense_spectrum(f: ScalarFn, theta: torch.Tensor, *, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenvalues (ascending) and eigenvectors (columns) of ``∇²f(theta)``, from batched HVPs.
+
+    The Hessian is formed ``chunk`` columns at a time (``is_grads_batched``; one at a
+    time where a model has an op that cannot be batched this way) and symmetrised;
+    meant for subsets of up to a few thousand parameters.
+    """
+    q = theta.detach().clone().requires_grad_(True)
+    n = q.numel()
+    with torch.enable_grad(), _twice_differentiable():
+        out = f(q)
+        if not out.requires_grad:
+            raise ParameterError("the loss does not depend on the selected parameters")
+        (g,) = torch.autograd.grad(out, (q,), create_graph=True)
+        eye = torch.eye(n, dtype=q.dtype, device=q.device)
+
+        def rows(block):
+            if block.shape[0] == 1:
+                (h,) = torch.autograd.grad(g, (q,), grad_outputs=block[0], retain_graph=True, allow_unused=True)
+                return None if h is None else h[None]
+            (h,) = torch.autograd.grad(g, (q,), grad_outputs=block, retain_graph=True, is_grads_batched=True,
+                                       allow_unused=True)
+            return h
+
+        cols, start = [], 0
+        while start < n:
+            block = eye[start:start + chunk]
+            try:
+                h = rows(block)
+            except RuntimeError:
+                if chunk == 1:
+                    raise
+                chunk = 1  # an op without a batching rule: one product at a time from here on
+                continue
+            cols.append(torch.zeros(block.shape[0], n, dtype=q.dtype, device=q.device) if h is None else h)
+            start += block.shape[0]
+    H = torch.cat(cols).detach()
+    return torch.linalg.eigh(0.5 * (H + H.T))
+
+
+def lanczos_extremes(f: ScalarFn, theta: torch.Tensor, *, k: int = 1, tol: float = 1e-8, maxiter: int | None = None,
+                     mode: str = "reverse", seed: int = 0) -> dict:
+    """The ``k`` largest and ``k`` smallest eigenpairs of ``∇²f(theta)`` by Lanczos (HVPs only).
+
+    One implicitly restarted Lanczos run (ARPACK ``which="BE"``) finds both ends of the
+    spectrum; ``tol`` is ARPACK's relative accuracy of the eigenvalues.  Each HVP is
+    computed in ``theta``'s dtype and handed to ARPACK in float64.
+
+    Returns
+    -------
+    dict with ``largest`` (descending) and ``smallest`` (ascending) eigenvalues as
+    NumPy arrays, ``vectors_largest`` / ``vectors_smallest`` (``(k, n)`` tensors,
+    rows matching the values), ``n_hvp`` (products used) and ``seconds``.
+    """
+    import time
+
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    n = theta.numel()
+    if not (1 <= k and 2 * k < n):
+        raise ParameterError(f"k must be in [1, {(n - 1) // 2}] for {n} parameters, got {k}")
+    count = [0]
+
+    def matvec(v):
+        count[0] += 1
+        t = torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(-1), dtype=theta.dtype, device=theta.device)
+        return hvp(f, theta, t, mode=mode).double().cpu().numpy()
+
+    op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    t0 = time.perf_counter()
+    vals, vecs = eigsh(op, k=2 * k, which="BE", tol=tol, maxiter=maxiter, v0=v0)
+    order = np.argsort(vals)
+    vals, vecs = vals[order], vecs[:, order]
+    as_rows = lambda m: torch.as_tensor(m.T.copy(), dtype=theta.dtype, device=theta.device)  # noqa: E731
+    return {"largest": vals[::-1][:k].copy(), "smallest": vals[:k].copy(),
+            "vectors_largest": as_rows(vecs[:, ::-1][:, :k]), "vectors_smallest": as_rows(vecs[:, :k]),
+            "n_hvp": count[0], "seconds": time.perf_counter() - t0}
+
+
+def condition_number(eigenvalues, cutoff: float = 1e-6) -> float:
+    """``λ_max / λ_min⁺``: the largest eigenvalue over the smallest one above ``cutoff · λ_max``.
+
+    The paper's definition needs a threshold for "positive"; the result moves with it
+    (report it for several, or use :func:`top_ratio`).
+    """
+    lam = np.sort(np.asarray(eigenvalues, dtype=float))
+    if lam.size == 0 or lam[-1] <= 0:
+        raise ParameterError("no positive eigenvalue")
+    pos = lam[lam > cutoff * lam[-1]]
+    return float(lam[-1] / pos[0])
+
+
+def top_ratio(eigenvalues, k: int) -> float:
+    """``λ_1 / λ_k`` of the ``k`` largest eigenvalues: a spread that needs no cutoff."""
+    lam = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
+    if not 2 <= k <= lam.size:
+        raise ParameterError(f"k must be in [2, {lam.size}], got {k}")
+    if lam[k - 1] <= 0:
+        raise ParameterError(f"the {k}-th largest eigenvalue is not positive ({lam[k - 1]:.3g})")
+    return float(lam[0] / lam[k - 1])

@@ -36,6 +36,7 @@ from typing import Callable, Literal, Mapping
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .config import ParameterError
 from .groups import Action, GroupError, GroupSample
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "decompose",
     "decompose_model",
     "decompose_general",
+    "decomposition_loss",
+    "TERMS",
     "bootstrap_se",
     "Decomposition",
     "estimate_bytes_per_input",
@@ -407,6 +410,33 @@ def decompose_model(model, x, y, sample, action_in, action_out=None, *, mask=Non
     """:func:`twisted_predictions` followed by :func:`decompose`."""
     Z = twisted_predictions(model, x, sample, action_in, action_out, extras=extras, **kwargs)
     return decompose(Z, y, sample, mask=mask, estimator=estimator)
+
+
+TERMS = ("L", "L_mean", "L_equiv")
+
+
+def decomposition_loss(term: str, x: torch.Tensor, y: torch.Tensor, sample: GroupSample, action_in: Action,
+                       action_out: Action | None = None, *, mask: torch.Tensor | None = None,
+                       extras: Mapping[str, torch.Tensor] | None = None,
+                       estimator: Estimator = "plugin") -> Callable[[Callable], torch.Tensor]:
+    """One term of the decomposition as a function of the model, for curvature and gradients.
+
+    Returns ``loss(model) -> scalar``: the mean over samples of ``term`` (``"L"``,
+    ``"L_mean"`` or ``"L_equiv"``) of :func:`decompose` on the model's twisted
+    predictions for the fixed ``sample``, differentiable in the model's parameters
+    (see :func:`equivlib.hessian.subset_loss`).  With the default plug-in estimator
+    the three terms add up exactly, ``L = L_mean + L_equiv``, so their gradients and
+    Hessians do too.
+    """
+    if term not in TERMS:
+        raise ParameterError(f"term must be one of {TERMS}, got {term!r}")
+    _check_estimator(estimator)
+
+    def loss(model: Callable) -> torch.Tensor:
+        Z = twisted_predictions(model, x, sample, action_in, action_out, extras=extras, memory_budget_mb=None)
+        return getattr(decompose(Z, y, sample, mask=mask, estimator=estimator), term).mean()
+
+    return loss
 
 
 def bootstrap_se(
