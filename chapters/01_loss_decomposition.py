@@ -462,9 +462,9 @@ glue("ch1-ratio-bias", float(rb_min["bias"]))
 glue("ch1-ratio-bias-se", float(rb_min["bias_se"]))
 glue("ch1-ratio-delta", float(rb_min["delta_method"]))
 glue("ch1-ratio-bound", float(rb_min["cs_bound"]))
-glue("ch1-ratio-detect", ("it is distinguishable from zero (beyond three Monte-Carlo standard errors) at "
-                          f"$N \\in \\{{{', '.join(str(n) for n in detect['N'])}\\}}$" if len(detect) else
-                          "at no $N$ is it distinguishable from zero (all within three Monte-Carlo standard errors)"))
+glue("ch1-ratio-detect", ("it is distinguishable from zero (beyond three Monte-Carlo standard errors) at *N* = "
+                          f"{', '.join(str(n) for n in detect['N'])}" if len(detect) else
+                          "at no *N* is it distinguishable from zero (all within three Monte-Carlo standard errors)"))
 
 
 fig, axes = new_figure(3)
@@ -516,9 +516,9 @@ glue("ch1-fig-bias", fig)
 # {glue:text}`ch1-boot-ratio-max:.2f`. With $N =$ {glue:text}`ch1-se-N` rotations the
 # percent itself has a standard error of {glue:text}`ch1-se-pct-at-N:.3f` percentage points
 # on this held-out set. The percent, a ratio of unbiased estimates, is biased by
-# {glue:text}`ch1-ratio-bias:+.3f` ± {glue:text}`ch1-ratio-bias-se:.3f` percentage points at
-# $N =$ {glue:text}`ch1-nmin` (second-order prediction {glue:text}`ch1-ratio-delta:+.3f`, bound
-# {glue:text}`ch1-ratio-bound:.3f`); {glue:md}`ch1-ratio-detect`. The cell asserts the bound of
+# {glue:text}`ch1-ratio-bias:+.1e` ± {glue:text}`ch1-ratio-bias-se:.1e` percentage points at
+# $N =$ {glue:text}`ch1-nmin` (second-order prediction {glue:text}`ch1-ratio-delta:+.1e`, bound
+# {glue:text}`ch1-ratio-bound:.1e`); {glue:md}`ch1-ratio-detect`. The cell asserts the bound of
 # {prf:ref}`prop-ratio` at every $N$, up to four Monte-Carlo standard errors.
 #
 # ## Rotated designs against independent rotations
@@ -584,9 +584,9 @@ glue("ch1-fig-designs", fig)
 # ```
 #
 # At equal cost, rotated designs cut the standard error of $\hat{\mathcal L}_\text{equiv}$ by a
-# factor of {glue:text}`ch1-se-ratio-24` (tetrahedral, $N=24$),
-# {glue:text}`ch1-se-ratio-48` (octahedral, $N=48$) and
-# {glue:text}`ch1-se-ratio-120` (icosahedral, $N=120$), over
+# factor of {glue:md}`ch1-se-ratio-24` (tetrahedral, $N=24$),
+# {glue:md}`ch1-se-ratio-48` (octahedral, $N=48$) and
+# {glue:md}`ch1-se-ratio-120` (icosahedral, $N=120$), over
 # {glue:text}`ch1-scheme-reps` repetitions each; for the percent the factor at $N=24$ is
 # {glue:text}`ch1-se-ratio-pct-24:.1f`. Equivalently, a design reaches the precision of
 # independent rotations with roughly the square of that factor fewer model evaluations.
@@ -664,9 +664,9 @@ glue("ch1-gen-plug-bias", 100 * float(gb[("bias", "plugin")].iloc[0]))
 glue("ch1-gen-corr-bias", 100 * float(gb[("bias", "unbiased")].iloc[0]))
 glue("ch1-gen-corr-se", 100 * float(gb[("bias_se", "unbiased")].iloc[0]))
 glue("ch1-gen-nmax", int(gb.index.max()))
-glue("ch1-gen-verdict", ("the corrected estimate is closer to the truth than the plug-in at every $N$" if smaller.all() else
+glue("ch1-gen-verdict", ("the corrected estimate is closer to the truth than the plug-in at every *N*" if smaller.all() else
                          "the corrected estimate is closer to the truth than the plug-in at "
-                         f"{int(smaller.sum())} of {len(smaller)} values of $N$"))
+                         f"{int(smaller.sum())} of {len(smaller)} values of *N*"))
 
 # %% [markdown]
 # With $N =$ {glue:text}`ch1-nmin` rotations the plug-in log-cosh equivariance error is off by

@@ -674,10 +674,14 @@ glue("ch6-basin-text", (f"Over {len(resc)} teachers, rescaled descent sent "
                         + ("no starting point across the line" if (resc["disagree"] == 0).all() else
                            f"starting points across the line for {int((resc['disagree'] > 0).sum())} teachers")
                         + f", while direct descent did for {int((dire['disagree'] > 0).sum())} of {len(dire)} "
-                        f"(up to {100 * dire['disagree'].max():.1f}% of the grid). The largest share of end points "
-                        f"in neither basin is {100 * done['other end points'].max():.1f}% "
-                        + ("(no extra basin boundary)." if done["other end points"].max() < 0.01 else
-                           "(the descent did not finish there, or a further basin exists: see the table).")))
+                        f"(up to {100 * dire['disagree'].max():.1f}% of the grid). In rescaled coordinates "
+                        f"{100 * resc['other end points'].max():.1f}% of the end points at most are in neither basin, "
+                        f"against {100 / len(g_ab):.1f}% of the starts that lie on the line itself and, by its "
+                        "invariance, stay there. In direct coordinates the largest share in neither basin is "
+                        f"{100 * dire['other end points'].max():.1f}%"
+                        + (" (no extra basin boundary)." if dire["other end points"].max() < 0.01 else
+                           ": there the descent did not finish within its steps or a further basin exists "
+                           "(see the table).")))
 #
 # ```{glue:figure} ch6-table-basins
 # :name: tbl-ch6-basins
