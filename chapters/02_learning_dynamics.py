@@ -39,7 +39,7 @@ from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
 from equivlib.config import chapter_setup, derived_generator
 from equivlib.plans import chapter2_plan, chapter2_runs
 from equivlib.plotting import log2_axis, new_figure, percent_panel, set_style
-from equivlib.runs import get_run
+from equivlib.runs import get_run, train_runs
 from equivlib.stats import slope_ci
 from equivlib.studies import checkpoint_split_study, identity_check, sweep_table
 from equivlib.tasks import make_task
@@ -137,6 +137,8 @@ glue("ch2-vox-group", len(eq.cube_group()))
 # ## Training with augmentation
 
 # %% tags=["hide-input"]
+# every run of this chapter, the missing ones trained side by side (a process pool on a CPU; EQUIVLIB_WORKERS=1: here)
+train_runs(plan.configs(), executor="auto", device=device, progress=False)
 runs = {name: get_run(configs[name], device=device, progress=False) for name in TASK_NAMES}
 # Flow has one monitor row per (step, t); its curve pools the times (curves.pool_over).
 flow_mon = runs["flow"].monitor.sort_values(["step", "t"]).reset_index(drop=True)

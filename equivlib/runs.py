@@ -22,22 +22,25 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
 from .config import ParameterError, check_profile, derived_generator, resolve_device
 from .tasks import check_arch, check_size, check_task, make_model, make_task
 from .training import train
 
-__all__ = ["RunConfig", "Run", "get_run", "checkpoint_steps"]
+__all__ = ["RunConfig", "Run", "get_run", "train_runs", "default_executor", "checkpoint_steps"]
 
 log = logging.getLogger(__name__)
 _FILES = ("config.json", "monitor.csv", "train_log.csv")
@@ -289,7 +292,128 @@ def get_run(config: RunConfig, cache_dir="_build/runs", force: bool = False, pro
         except Exception as e:  # noqa: BLE001 - any damage means: retrain
             log.warning("run cache entry %s is corrupt or partial (%s: %s); retraining", path, type(e).__name__, e)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _train(config, path, device, progress)
+    with _lock(path):  # one trainer per entry, across processes and machines sharing the cache
+        if path.exists() and not force:  # another worker finished it while we waited
+            try:
+                return _load(config, path, device)
+            except Exception:  # noqa: BLE001 - damaged: retrain below
+                pass
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a worker that died mid-training
+            shutil.rmtree(stale, ignore_errors=True)
+        _train(config, path, device, progress)
     run = _load(config, path, device)
     run.trained = True
     return run
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+def _lock(path: Path):
+    """An exclusive lock for one cache entry (``fcntl`` via ``filelock``: released when the holder dies)."""
+    from filelock import FileLock
+
+    return FileLock(str(path.parent / f".{path.name}.lock"))
+
+
+def _train_in_worker(config: dict, cache_dir: str, device: str, threads: int | None) -> tuple[str, bool]:
+    """Executor task: train one configuration into the cache (unless another worker did).
+
+    Returns ``(key, trained)``: ``trained`` is False when the run was already there.
+    """
+    from .config import set_deterministic, set_threads
+
+    set_threads(threads)
+    set_deterministic()
+    cfg = RunConfig(**config)
+    return cfg.key, get_run(cfg, cache_dir=cache_dir, device=device, progress=False).trained
+
+
+def default_executor(max_workers: int | None = None, device=None) -> Executor | None:
+    """The local fan-out: a process pool, or ``None`` (train in this process).
+
+    ``max_workers`` defaults to the environment variable ``EQUIVLIB_WORKERS``, else
+    to the number of CPU cores on a CPU and 1 on a GPU (runs on one GPU do not
+    gain from sharing it).  Each worker is a fresh ``spawn``-ed interpreter and
+    trains with ``cores // workers`` torch threads (see :func:`train_runs`).
+    Returns ``None`` for one worker.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
+    if max_workers is None:
+        env = os.environ.get("EQUIVLIB_WORKERS")
+        if env is not None:
+            if not env.isdigit() or int(env) < 1:
+                raise ParameterError(f"EQUIVLIB_WORKERS must be a positive integer, got {env!r}")
+            max_workers = int(env)
+        else:
+            max_workers = (os.cpu_count() or 1) if dev.type == "cpu" else 1
+    if max_workers < 1:
+        raise ParameterError(f"max_workers must be >= 1, got {max_workers}")
+    if max_workers == 1:
+        return None
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_build/runs", device=None,
+               threads_per_worker: int | None = None, progress: bool = True) -> list[Run]:
+    """Every run of ``configs``: the missing ones trained concurrently through ``executor``, then all loaded.
+
+    ``executor`` is any :class:`concurrent.futures.Executor` whose workers share
+    ``cache_dir`` (a process pool, ``submitit``'s ``AutoExecutor`` for a SLURM
+    cluster, a ``dask.distributed`` client's ``get_executor()``); ``"auto"`` makes
+    :func:`default_executor` (and shuts it down afterwards); ``None`` trains one
+    after another here.  The cache is the meeting point: each configuration is
+    trained under a lock on its cache entry, written to a temporary folder and
+    renamed when complete, so two workers never train the same run and a crashed
+    worker leaves nothing a later call would trust.  ``threads_per_worker`` is the
+    torch thread count inside each worker: on a CPU 1 by default (one run per core,
+    and numbers that do not depend on the machine's core count; a run trained
+    here, with more threads, can differ from it in the last digits); on a GPU,
+    cores / workers.  A failed run raises here with the configuration's key.
+    """
+    if isinstance(executor, str):
+        if executor != "auto":
+            raise ParameterError(f"executor must be an Executor, 'auto' or None, got {executor!r}")
+        auto = default_executor(device=device)
+        try:
+            return train_runs(configs, executor=auto, cache_dir=cache_dir, device=device,
+                              threads_per_worker=threads_per_worker, progress=progress)
+        finally:
+            if auto is not None:
+                auto.shutdown()
+    configs = list(configs)
+    if not all(isinstance(c, RunConfig) for c in configs):
+        raise ParameterError("train_runs needs RunConfig objects")
+    dev = torch.device("cpu") if device is None else resolve_device(device)
+    missing, seen = [], set()
+    for c in configs:
+        if c.key not in seen and not _complete(c, Path(cache_dir) / c.key):
+            seen.add(c.key)
+            missing.append(c)
+    if executor is not None and missing:
+        workers = getattr(executor, "_max_workers", None) or 1
+        threads = threads_per_worker or (1 if dev.type == "cpu" else max(1, (os.cpu_count() or 1) // workers))
+        futures = {executor.submit(_train_in_worker, c.to_dict(), str(cache_dir), str(dev), threads): c
+                   for c in missing}
+        bar = tqdm(total=len(futures), desc="training runs", disable=not progress, mininterval=2)
+        errors = []
+        for fut in as_completed(futures):
+            bar.update()
+            exc = fut.exception()
+            if exc is not None:
+                errors.append(f"{futures[fut].key}: {type(exc).__name__}: {exc}")
+        bar.close()
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {len(futures)} runs failed:\n  " + "\n  ".join(errors))
+    return [get_run(c, cache_dir=cache_dir, device=dev, progress=progress) for c in configs]
+
+
+def _complete(config: RunConfig, path: Path) -> bool:
+    try:
+        _load(config, path, torch.device("cpu"))
+        return True
+    except Exception:  # noqa: BLE001 - missing or damaged: not complete
+        return False

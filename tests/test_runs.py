@@ -111,3 +111,80 @@ def test_runconfig_replace_merges_monitor():
     assert c.replace(arch="e3nn").extra == c.extra and c.replace(arch="e3nn").key != c.key
     with pytest.raises(ParameterError):
         c.replace(batch_size=0)
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two spawned workers, shared by the fan-out tests (starting one costs seconds)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        yield ex
+
+
+def test_train_runs_through_a_process_pool_matches_training_here(tmp_path, pool):
+    cfgs = [RunConfig("forces", steps=4, eval_every=2), RunConfig("forces", steps=4, eval_every=2, seed=1)]
+    threads = torch.get_num_threads()
+    fanned = runs.train_runs(cfgs + cfgs[:1], executor=pool, cache_dir=tmp_path / "pool", progress=False,
+                             threads_per_worker=threads)
+    assert [r.config.key for r in fanned] == [c.key for c in cfgs + cfgs[:1]]  # order kept, duplicates loaded
+    assert not any(r.trained for r in fanned)  # trained by the workers, loaded here
+    here = runs.train_runs(cfgs, cache_dir=tmp_path / "here", progress=False)
+    assert all(r.trained for r in here)
+    for a, b in zip(fanned, here):  # same seed, same numbers, wherever it was trained
+        assert a.log["loss"].tolist() == b.log["loss"].tolist()
+        assert a.monitor["percent"].tolist() == b.monitor["percent"].tolist()
+    assert not list((tmp_path / "pool").glob(".*tmp-*"))
+
+
+def test_two_workers_on_one_configuration_train_it_once(tmp_path, pool):
+    cfg = RunConfig("forces", steps=6, eval_every=3)
+    futs = [pool.submit(runs._train_in_worker, cfg.to_dict(), str(tmp_path), "cpu", 1) for _ in range(2)]
+    results = [f.result() for f in futs]
+    assert [k for k, _ in results] == [cfg.key, cfg.key]
+    assert sorted(t for _, t in results) == [False, True]  # the second waited on the lock, then loaded
+    assert get_run(cfg, cache_dir=tmp_path, progress=False).trained is False
+
+
+def test_a_killed_worker_leaves_nothing_trusted_and_releases_its_lock(tmp_path):
+    import multiprocessing
+    import time
+
+    cfg = RunConfig("forces", steps=40, eval_every=40)
+    proc = multiprocessing.get_context("spawn").Process(target=runs._train_in_worker,
+                                                        args=(cfg.to_dict(), str(tmp_path), "cpu", 1))
+    proc.start()
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(f".{cfg.key}.tmp-*")) and time.time() < deadline:  # training has begun
+        time.sleep(0.05)
+    proc.kill()
+    proc.join()
+    assert list(tmp_path.glob(f".{cfg.key}.tmp-*")), "the worker was killed before it started training"
+    assert not (tmp_path / cfg.key).exists() and not runs._complete(cfg, tmp_path / cfg.key)  # nothing to trust
+    # the kernel released the dead worker's lock: the next call neither blocks nor trusts the leftovers
+    run = get_run(cfg, cache_dir=tmp_path, progress=False)
+    assert run.trained and len(run.log) == cfg.steps
+    assert not list(tmp_path.glob(f".{cfg.key}.tmp-*"))  # the dead worker's temporary folder is cleared
+
+
+def test_default_executor_and_bad_input(monkeypatch, tmp_path):
+    monkeypatch.setenv("EQUIVLIB_WORKERS", "1")
+    assert runs.default_executor() is None
+    (run,) = runs.train_runs([RunConfig("forces", steps=2, eval_every=2)], executor="auto", cache_dir=tmp_path,
+                             progress=False)  # one worker: trained here
+    assert run.trained
+    monkeypatch.setenv("EQUIVLIB_WORKERS", "two")
+    with pytest.raises(ParameterError, match="EQUIVLIB_WORKERS"):
+        runs.default_executor()
+    monkeypatch.delenv("EQUIVLIB_WORKERS")
+    ex = runs.default_executor(max_workers=2)
+    assert ex is not None and ex._max_workers == 2
+    ex.shutdown()
+    with pytest.raises(ParameterError, match="RunConfig"):
+        runs.train_runs(["forces"])
+    with pytest.raises(ParameterError, match="'auto'"):
+        runs.train_runs([], executor="pool")
