@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .groups import Action, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
-from .twirl import decompose, twisted_predictions
+from .twirl import NonFiniteError, decompose, twisted_predictions
 
 __all__ = ["float64_copy", "log_cosh", "masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
 
@@ -103,8 +103,15 @@ class EquivarianceMonitor:
         Seed of the monitor's own generator.
     eval_dtype : torch.dtype
         Dtype of the measurement (default float64).  A model trained in
-        another dtype is evaluated through a copy cast to it, so ``x`` and
-        ``y`` must be in ``eval_dtype``; gradient norms are then those of the copy.
+        another dtype is evaluated through a copy cast to it, and floating ``x``,
+        ``y`` and extras of another dtype (float32 training data, say) are converted
+        to it; gradient norms are then those of the copy.
+
+    Raises
+    ------
+    NonFiniteError
+        At construction, if held-out inputs or targets hold NaN or inf (naming how
+        many samples); at an evaluation, if twisted predictions do (naming the step).
     """
 
     def __init__(self, model, x, y, action_in: Action, action_out: Action | None = None, *, every: int = 100,
@@ -143,9 +150,19 @@ class EquivarianceMonitor:
             if pool_units.shape != (x.shape[0],):
                 raise ValueError(f"pool_units must have shape ({x.shape[0]},), got {tuple(pool_units.shape)}")
             self.pool_units = pool_units
-        if x.dtype != eval_dtype or y.dtype != eval_dtype:
-            raise ValueError(f"monitor data must be {eval_dtype} (got x {x.dtype}, y {y.dtype}); "
-                             "equivariance is measured in eval_dtype")
+        for name, t in (("inputs x", x), ("targets y", y)):
+            if not t.is_floating_point():
+                raise ValueError(f"monitor {name} must be floating point, got {t.dtype}")
+            bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1)
+            if mask is not None and name == "targets y":  # padding may hold anything
+                valid = mask.reshape(*mask.shape, *([1] * (t.ndim - mask.ndim))).expand_as(t)
+                bad = ((~torch.isfinite(t)) & valid).reshape(t.shape[0], -1).any(-1)
+            if bad.any():
+                raise NonFiniteError(f"monitor {name}: {int(bad.sum())} of {t.shape[0]} held-out samples hold NaN or inf "
+                                     f"(samples {torch.nonzero(bad).flatten().tolist()[:10]})")
+        # equivariance is measured in eval_dtype: floating data of another dtype are converted once, here
+        self.x, self.y = x.to(eval_dtype), y.to(eval_dtype)
+        self.extras = {k: (v.to(eval_dtype) if v.is_floating_point() else v) for k, v in self.extras.items()}
 
     def __call__(self, step: int) -> dict | None:
         if step % self.every == 0 or step in self.at:
@@ -164,7 +181,11 @@ class EquivarianceMonitor:
             with torch.set_grad_enabled(self.grad_norms):
                 Z = twisted_predictions(model, self.x, sample, self.action_in, self.action_out,
                                         extras=self.extras, chunk_size=self.chunk_size)
-                d = decompose(Z, self.y, sample, mask=self.mask, estimator=self.estimator)
+                try:
+                    d = decompose(Z, self.y, sample, mask=self.mask, estimator=self.estimator)
+                except NonFiniteError as e:
+                    self.model.train(was_training)
+                    raise NonFiniteError(f"monitor at step {step}: {e} (has training diverged?)") from None
             if self.split is None:
                 parts = [(self.tag, d)]
             else:

@@ -49,6 +49,7 @@ __all__ = [
     "TERMS",
     "bootstrap_se",
     "Decomposition",
+    "NonFiniteError",
     "estimate_bytes_per_input",
     "TwirledModel",
 ]
@@ -368,6 +369,33 @@ def _estimate(blk: _Blocks, y, w, D, scheme, estimator):
     return L, L_mean, L_equiv
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf in data or predictions where a decomposition needs finite numbers."""
+
+
+def _as_floating(t: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor:
+    if not t.is_floating_point():
+        raise GroupError(f"{what} must be floating point, got {t.dtype}")
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _check_finite(Z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Raise :class:`NonFiniteError` naming how many samples hold NaN or inf (targets, twisted predictions)."""
+    B = y.shape[0]
+    valid = None if mask is None else mask.reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
+    bad_y = ~torch.isfinite(y)
+    bad_Z = ~torch.isfinite(Z)
+    if valid is not None:
+        bad_y = bad_y & valid
+        bad_Z = bad_Z & valid
+    by = bad_y.reshape(B, -1).any(-1)
+    bz = bad_Z.reshape(-1, B, *y.shape[1:]).transpose(0, 1).reshape(B, -1).any(-1)
+    if by.any() or bz.any():
+        idx = torch.nonzero(by | bz).flatten().tolist()
+        raise NonFiniteError(f"{int(by.sum())} of {B} samples have non-finite targets and {int(bz.sum())} non-finite "
+                             f"twisted predictions (samples {idx[:10]}{' ...' if len(idx) > 10 else ''})")
+
+
 def _check_estimator(estimator):
     if estimator not in ("plugin", "unbiased"):
         raise GroupError(f"estimator must be 'plugin' or 'unbiased', got {estimator!r}")
@@ -399,7 +427,14 @@ def decompose(
     """
     _check_estimator(estimator)
     scheme = scheme.scheme if isinstance(scheme, GroupSample) else scheme
+    y = _as_floating(y, Z.dtype, "targets y")
+    if Z.ndim < 3 or tuple(Z.shape[2:]) != tuple(y.shape):
+        raise GroupError(f"twisted predictions {tuple(Z.shape)} must be (K, m, *targets.shape) "
+                         f"with targets {tuple(y.shape)}")
     w, D = _weights(mask, y)
+    _check_finite(Z, y, mask)
+    if mask is not None:  # padding may hold anything (even NaN): only valid entries enter the sums
+        Z, y = torch.where(w > 0, Z, 0.0), torch.where(w > 0, y, 0.0)
     blk = _block_stats(Z, y, w, D)
     L, L_mean, L_equiv = _estimate(blk, y, w, D, scheme, estimator)
     return Decomposition(L, L_mean, L_equiv, scheme, estimator, Z.shape[0] * Z.shape[1])
@@ -407,7 +442,19 @@ def decompose(
 
 def decompose_model(model, x, y, sample, action_in, action_out=None, *, mask=None,
                     estimator: Estimator = "unbiased", extras=None, **kwargs) -> Decomposition:
-    """:func:`twisted_predictions` followed by :func:`decompose`."""
+    """:func:`twisted_predictions` followed by :func:`decompose`.
+
+    Floating inputs and targets of another dtype are converted to the model's (the
+    dtype of its first floating parameter, when it has one): float32 data can be
+    measured on a float64 copy of a model (:func:`equivlib.training.float64_copy`).
+    """
+    dtype = next((p.dtype for p in getattr(model, "parameters", lambda: [])() if p.is_floating_point()), None)
+    if dtype is not None:
+        x = _as_floating(x, dtype, "inputs x")
+        y = _as_floating(y, dtype, "targets y")
+    if not torch.isfinite(x).all():
+        n = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(-1).sum())
+        raise NonFiniteError(f"{n} of {x.shape[0]} samples have non-finite inputs")
     Z = twisted_predictions(model, x, sample, action_in, action_out, extras=extras, **kwargs)
     return decompose(Z, y, sample, mask=mask, estimator=estimator)
 

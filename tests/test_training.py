@@ -107,8 +107,37 @@ def test_monitor_evaluates_float32_models_in_float64():
     mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3)
     rec = mon.measure(0)
     assert rec["L"] > 0 and next(model.parameters()).dtype == torch.float32
-    with pytest.raises(ValueError, match="float64"):
-        EquivarianceMonitor(model, x.float(), y.float(), eq.VectorAction())
+    # float32 data (most users' training data) are converted, and measure the same as float64 data would
+    mon32 = EquivarianceMonitor(model, x.float(), y.float(), eq.VectorAction(), every=1, mask=m, extras={"mask": m},
+                                n_elements=3)
+    assert mon32.x.dtype == mon32.y.dtype == torch.float64
+    rec32 = mon32.measure(0)
+    ref = EquivarianceMonitor(model, x.float().double(), y.float().double(), eq.VectorAction(), every=1, mask=m,
+                              extras={"mask": m}, n_elements=3).measure(0)
+    assert rec32["L"] == ref["L"] and rec32["percent"] == ref["percent"]
+    with pytest.raises(ValueError, match="floating point"):
+        EquivarianceMonitor(model, x.long(), y, eq.VectorAction())
+
+
+def test_monitor_is_loud_about_nan_in_data_and_in_predictions():
+    model = Tiny()
+    x, y, m = toy_data()
+    bad_y = y.clone()
+    bad_y[1, 0, 0] = float("nan")
+    bad_y[3, 1, 2] = float("inf")
+    with pytest.raises(eq.NonFiniteError, match="targets y: 2 of"):
+        EquivarianceMonitor(model, x, bad_y, eq.VectorAction(), mask=m, extras={"mask": m})
+    pad = y.clone()
+    pad[~m] = float("nan")  # padding may hold anything
+    assert (~m).any()
+    rec = EquivarianceMonitor(model, x, pad, eq.VectorAction(), mask=m, extras={"mask": m}, n_elements=3).measure(0)
+    ref = EquivarianceMonitor(model, x, y, eq.VectorAction(), mask=m, extras={"mask": m}, n_elements=3).measure(0)
+    assert rec["L"] == ref["L"] and rec["percent"] == ref["percent"]
+    mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # a diverged run
+    with pytest.raises(eq.NonFiniteError, match="monitor at step 7: .*non-finite twisted predictions.*diverged"):
+        mon.measure(7)
 
 
 def test_monitor_float64_copy_follows_training_and_split_matches_subsets():

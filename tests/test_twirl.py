@@ -706,3 +706,33 @@ def test_pool_gives_the_pooled_ratio_and_its_delta_method_se():
         d.pool(torch.cat([torch.zeros(n + 1), torch.ones(n - 1)]).long())
     with pytest.raises(ValueError, match="one per sample"):
         d.pool(torch.arange(n))
+
+
+def test_decompose_converts_dtypes_and_is_loud_about_nonfinite_values(generator):
+    from equivlib.twirl import NonFiniteError
+
+    x, y, m = make_atoms(B=4, generator=generator)
+    model = AtomMLP()
+    s = sample_haar(4, batch=4, generator=generator)
+    d32 = decompose_model(model, x.float(), y.float(), s, VectorAction(), mask=m)  # float32 data, float64 model
+    d64 = decompose_model(model, x.float().double(), y.float().double(), s, VectorAction(), mask=m)
+    assert d32.L.dtype == F64 and torch.equal(d32.L, d64.L) and torch.equal(d32.L_equiv, d64.L_equiv)
+    Z = twisted_predictions(model, x, s, VectorAction())
+    Z_bad = Z.clone()
+    Z_bad[1, 0, 2, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"0 of 4 samples have non-finite targets and 1 non-finite twisted "
+                                             r"predictions \(samples \[2\]\)"):
+        decompose(Z_bad, y, s, mask=m)
+    y_bad = y.clone()
+    y_bad[0, 0, 1] = float("inf")
+    with pytest.raises(NonFiniteError, match="1 of 4 samples have non-finite targets"):
+        decompose(Z, y_bad, s, mask=m)
+    y_pad = y.clone()
+    y_pad[~m] = float("nan")  # padding is ignored, even when it is NaN
+    assert torch.equal(decompose(Z, y_pad, s, mask=m).L, decompose(Z, y, s, mask=m).L)
+    x_bad = x.clone()
+    x_bad[3, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="1 of 4 samples have non-finite inputs"):
+        decompose_model(model, x_bad, y, s, VectorAction(), mask=m)
+    with pytest.raises(GroupError, match="floating point"):
+        decompose(Z, y.long(), s)
