@@ -645,8 +645,9 @@ glue("ch1-taylor-rel", 100 * taylor_rel)
 # $\hat c$ would be exactly unbiased for $\tfrac12\operatorname{tr}(H\Sigma_K)$ (the sample covariance of
 # the block means with divisor $K-1$ is unbiased for $K\Sigma_K$). Replacing $H(\mu)$ by
 # $H(\hat\mu)$ changes each quadratic form by at most
-# $M\lVert\hat\mu-\mu\rVert\,\lVert\bar Z_k-\hat\mu\rVert^2$, whose mean is $O(K^{-1/2}\cdot K^{-1})$ by the
-# Cauchy–Schwarz inequality and the same moment bounds.
+# $M\lVert\hat\mu-\mu\rVert\,\lVert\bar Z_k-\hat\mu\rVert^2$, whose mean is $O(K^{-1/2})$ by the
+# Cauchy–Schwarz inequality and the same moment bounds ($\lVert\bar Z_k-\hat\mu\rVert^2$ is of order
+# one). $\hat c$ adds $K$ such forms with weight $1/(2K(K-1))$, so its mean moves by $O(K^{-3/2})$.
 # ```
 #
 # We check it as for the mean squared error: resample from the pool of twisted predictions,

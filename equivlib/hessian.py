@@ -319,7 +319,7 @@ def lanczos_extremes(f: ScalarFn, theta: torch.Tensor, *, k: int = 1, tol: float
     """
     import time
 
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     n = theta.numel()
     if not (1 <= k and 2 * k < n):
@@ -334,7 +334,13 @@ def lanczos_extremes(f: ScalarFn, theta: torch.Tensor, *, k: int = 1, tol: float
     op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
     t0 = time.perf_counter()
-    vals, vecs = eigsh(op, k=2 * k, which="BE", tol=tol, maxiter=maxiter, v0=v0)
+    try:
+        vals, vecs = eigsh(op, k=2 * k, which="BE", tol=tol, maxiter=maxiter, v0=v0)
+    except ArpackNoConvergence as e:
+        raise RuntimeError(
+            f"Lanczos did not converge after {count[0]} Hessian-vector products ({e}). A subset with a large null "
+            "space (a linear head, whose loss is quadratic in it) converges slowly at the zero end: for a few "
+            "thousand parameters or fewer use dense_spectrum; otherwise raise maxiter or tol") from None
     order = np.argsort(vals)
     vals, vecs = vals[order], vecs[:, order]
     as_rows = lambda m: torch.as_tensor(m.T.copy(), dtype=theta.dtype, device=theta.device)  # noqa: E731

@@ -465,7 +465,8 @@ TERMS = ("L", "L_mean", "L_equiv")
 def decomposition_loss(term: str, x: torch.Tensor, y: torch.Tensor, sample: GroupSample, action_in: Action,
                        action_out: Action | None = None, *, mask: torch.Tensor | None = None,
                        extras: Mapping[str, torch.Tensor] | None = None,
-                       estimator: Estimator = "plugin") -> Callable[[Callable], torch.Tensor]:
+                       estimator: Estimator = "plugin",
+                       dtype: torch.dtype = torch.float64) -> Callable[[Callable], torch.Tensor]:
     """One term of the decomposition as a function of the model, for curvature and gradients.
 
     Returns ``loss(model) -> scalar``: the mean over samples of ``term`` (``"L"``,
@@ -473,11 +474,15 @@ def decomposition_loss(term: str, x: torch.Tensor, y: torch.Tensor, sample: Grou
     predictions for the fixed ``sample``, differentiable in the model's parameters
     (see :func:`equivlib.hessian.subset_loss`).  With the default plug-in estimator
     the three terms add up exactly, ``L = L_mean + L_equiv``, so their gradients and
-    Hessians do too.
+    Hessians do too.  Floating ``x``, ``y`` and extras are converted to ``dtype``
+    (float64 by default, the dtype equivariance is measured in; the model must be
+    in it too, e.g. :func:`equivlib.training.float64_copy`).
     """
     if term not in TERMS:
         raise ParameterError(f"term must be one of {TERMS}, got {term!r}")
     _check_estimator(estimator)
+    x, y = _as_floating(x, dtype, "inputs x"), _as_floating(y, dtype, "targets y")
+    extras = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in (extras or {}).items()}
 
     def loss(model: Callable) -> torch.Tensor:
         Z = twisted_predictions(model, x, sample, action_in, action_out, extras=extras, memory_budget_mb=None)

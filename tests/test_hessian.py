@@ -221,6 +221,14 @@ def test_lanczos_matches_the_dense_spectrum_of_a_model_subset(tiny_problem):
     assert shaped["head.weight"].shape == (3, 12) and shaped["body.2.bias"].shape == (12,)
 
 
+def test_lanczos_that_does_not_converge_says_what_to_do():
+    n = 400
+    lam = torch.linspace(-1, 1, n, dtype=torch.float64) ** 3  # extremes with close neighbours: slow convergence
+    f = lambda t: 0.5 * (lam * t * t).sum()  # noqa: E731
+    with pytest.raises(RuntimeError, match="did not converge.*use dense_spectrum"):
+        lanczos_extremes(f, torch.zeros(n, dtype=torch.float64), k=1, maxiter=1)
+
+
 def test_condition_number_moves_with_the_cutoff_and_top_ratio_does_not_need_one():
     lam = [1e-12, 1e-7, 1e-3, 0.5, 1.0, -1e-9]
     assert condition_number(lam, cutoff=1e-10) == pytest.approx(1e7)
