@@ -18,8 +18,10 @@ parameters as one flat vector (:func:`select_parameters`, :func:`subset_loss`):
 
 * :func:`hvp`: Hessian-vector products (double backward, or forward-over-reverse);
 * :func:`lanczos_extremes`: extreme eigenpairs from HVPs alone (scipy's ``eigsh``);
-* :func:`dense_spectrum`: the whole spectrum for subsets of a few thousand
-  parameters, from batched HVPs, which the Lanczos values are checked against;
+* :func:`dense_hessian` / :func:`dense_spectrum`: the whole Hessian and spectrum for
+  subsets of a few thousand parameters, from batched HVPs, which the Lanczos values
+  are checked against;
+* :func:`top_eigenvalue`: the largest eigenvalue alone (a local smoothness constant);
 * :func:`condition_number` (``λ_max / λ_min⁺`` at a stated cutoff) and
   :func:`top_ratio` (``λ_1 / λ_k``, no cutoff).
 
@@ -41,7 +43,7 @@ import torch
 from .config import ParameterError
 
 __all__ = ["gradient", "hessian", "min_hessian_eigenvalue", "newton_minimize", "curvature_step_size",
-           "select_parameters", "FlatParams", "subset_loss", "hvp", "dense_spectrum", "lanczos_extremes",
+           "select_parameters", "FlatParams", "subset_loss", "hvp", "dense_hessian", "dense_spectrum", "top_eigenvalue", "lanczos_extremes",
            "condition_number", "top_ratio"]
 
 ScalarFn = Callable[[torch.Tensor], torch.Tensor]
@@ -263,12 +265,13 @@ def hvp(f: ScalarFn, theta: torch.Tensor, v: torch.Tensor, *, mode: str = "rever
     return torch.zeros_like(q) if hv is None else hv.detach()
 
 
-def dense_spectrum(f: ScalarFn, theta: torch.Tensor, *, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """All eigenvalues (ascending) and eigenvectors (columns) of ``∇²f(theta)``, from batched HVPs.
+def dense_hessian(f: ScalarFn, theta: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
+    """The symmetrised ``(n, n)`` Hessian ``∇²f(theta)``, from batched HVPs.
 
-    The Hessian is formed ``chunk`` columns at a time (``is_grads_batched``; one at a
-    time where a model has an op that cannot be batched this way) and symmetrised;
-    meant for subsets of up to a few thousand parameters.
+    Formed ``chunk`` columns at a time (``is_grads_batched``; one at a time where a
+    model has an op that cannot be batched this way); meant for subsets of up to a
+    few thousand parameters.  Hessians of several terms of the decomposition add up
+    (``L = L_mean + L_equiv``), so one of ``L`` needs no third pass.
     """
     q = theta.detach().clone().requires_grad_(True)
     n = q.numel()
@@ -300,7 +303,45 @@ def dense_spectrum(f: ScalarFn, theta: torch.Tensor, *, chunk: int = 256) -> tup
             cols.append(torch.zeros(block.shape[0], n, dtype=q.dtype, device=q.device) if h is None else h)
             start += block.shape[0]
     H = torch.cat(cols).detach()
-    return torch.linalg.eigh(0.5 * (H + H.T))
+    return 0.5 * (H + H.T)
+
+
+def dense_spectrum(f: ScalarFn, theta: torch.Tensor, *, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenvalues (ascending) and eigenvectors (columns) of ``∇²f(theta)`` (:func:`dense_hessian`)."""
+    return torch.linalg.eigh(dense_hessian(f, theta, chunk=chunk))
+
+
+def top_eigenvalue(f: ScalarFn, theta: torch.Tensor, *, tol: float = 1e-3, maxiter: int | None = None,
+                   seed: int = 0) -> dict:
+    """The largest (algebraic) eigenvalue of ``∇²f(theta)`` by Lanczos (ARPACK ``which="LA"``), HVPs only.
+
+    A local smoothness constant: ``∇f`` is ``λ``-Lipschitz near ``theta`` only if the
+    Hessian's spectral norm, at least its top eigenvalue, is at most ``λ`` there.
+    Returns ``{"value", "vector", "n_hvp", "seconds"}``.
+    """
+    import time
+
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    n = theta.numel()
+    if n < 3:
+        raise ParameterError(f"top_eigenvalue needs at least 3 parameters, got {n}; use dense_spectrum")
+    count = [0]
+
+    def matvec(v):
+        count[0] += 1
+        t = torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(-1), dtype=theta.dtype, device=theta.device)
+        return hvp(f, theta, t).double().cpu().numpy()
+
+    t0 = time.perf_counter()
+    try:
+        vals, vecs = eigsh(LinearOperator((n, n), matvec=matvec, dtype=np.float64), k=1, which="LA", tol=tol,
+                           maxiter=maxiter, v0=np.random.default_rng(seed).standard_normal(n))
+    except ArpackNoConvergence as e:
+        raise RuntimeError(f"Lanczos did not converge after {count[0]} Hessian-vector products ({e}); "
+                           "raise maxiter or tol") from None
+    return {"value": float(vals[0]), "vector": torch.as_tensor(vecs[:, 0].copy(), dtype=theta.dtype, device=theta.device),
+            "n_hvp": count[0], "seconds": time.perf_counter() - t0}
 
 
 def lanczos_extremes(f: ScalarFn, theta: torch.Tensor, *, k: int = 1, tol: float = 1e-8, maxiter: int | None = None,

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from .config import ParameterError, check_profile
 from .runs import RunConfig, checkpoint_steps
 
-__all__ = ["CHAPTER2", "TASK_NAMES", "Chapter2Runs", "chapter2_plan", "chapter2_runs"]
+__all__ = ["CHAPTER2", "CHAPTER3", "CHAPTER4", "TASK_NAMES", "Chapter2Runs", "chapter2_plan", "chapter2_runs",
+           "chapter3_plan", "chapter4_plan", "early_step", "spread_steps"]
 
 TASK_NAMES = ("forces", "flow", "voxels")
 
@@ -92,9 +93,13 @@ def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
     s = chapter2_plan(profile)
+    # checkpoints: at every monitor evaluation (chapters 3 and 4 follow curvature and gradients
+    # along training) and at the default log-spaced steps (chapter 2's exact voxel split)
     main = {name: RunConfig(name, model_size=t["size"], profile=profile, seed=seed, steps=t["steps"],
                             batch_size=t["batch"], lr=t["lr"], eval_every=max(1, t["steps"] // 3), augment=True,
-                            extra={"monitor": {**t["monitor"], "at": checkpoint_steps(t["steps"], s["n_evals"])}})
+                            extra={"monitor": {**t["monitor"], "at": checkpoint_steps(t["steps"], s["n_evals"])},
+                                   "checkpoints": sorted({*checkpoint_steps(t["steps"], s["n_evals"]),
+                                                          *checkpoint_steps(t["steps"])})})
             for name, t in ((n, s[n]) for n in TASK_NAMES)}
     ref, sw, gap = main["forces"], s["sweep"], s["gap"]
     # each sweep run: the reference with one setting changed, and a cheaper monitor
@@ -107,3 +112,78 @@ def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
     es = ref.replace(steps=gap["steps"], eval_every=gap["steps"],
                      monitor={**sw["monitor"], "at": checkpoint_steps(gap["steps"], gap["n_evals"])})
     return Chapter2Runs(main=main, sweep=sweep, gap={"escaip": es, "e3nn": es.replace(arch="e3nn")})
+
+
+#: Chapter 3 (curvature) per profile.  Per task: the parameter subset whose Hessians are
+#: formed (module names), a phrase naming it, and the held-out minibatches
+#: (``n_samples`` samples x ``n_elements`` group elements, ``n_batches`` of them);
+#: ``n_checkpoints``: checkpoints in the over-training figure; ``grid``/``extent``: the
+#: landscape's points per axis and half-width (relative to the subset's norm); ``k``:
+#: the ``λ_1/λ_k`` measure.  Subsets are of the first paper's kinds: a non-linear layer of
+#: the force model, the flow model's linear head, the U-Net's final layer.
+CHAPTER3: dict[str, dict] = {
+    "quick": dict(
+        forces=dict(subset=["layers.0.norm_ffn"], kind="the feed-forward block's layer norm (non-linear)",
+                    n_samples=1, n_elements=4, n_batches=4),
+        flow=dict(subset=["head"], kind="the linear head", n_samples=2, n_elements=8, n_batches=8),
+        voxels=dict(subset=["out"], kind="the final (1x1x1) convolution", n_samples=1, n_elements=4, n_batches=4),
+        n_checkpoints=5, grid=9, extent=0.5, k=10,
+    ),
+    "full": dict(
+        forces=dict(subset=["layers.2.norm_ffn", "layers.2.ffn.2.bias", "norm_out"],
+                    kind="the last block's layer norm, feed-forward bias and the output norm (non-linear)",
+                    n_samples=2, n_elements=8, n_batches=20),
+        flow=dict(subset=["head"], kind="the linear head", n_samples=4, n_elements=8, n_batches=20),
+        voxels=dict(subset=["out"], kind="the final (1x1x1) convolution", n_samples=2, n_elements=8, n_batches=20),
+        n_checkpoints=8, grid=21, extent=0.5, k=10,
+    ),
+}
+
+#: Chapter 4 (gradients, KL bound) per profile.  Per task the fixed held-out batch whose
+#: gradients are followed along training (``n_samples`` x ``n_elements``; flow: one batch per
+#: time in ``times``) and the subset (chapter 3's) on which the bounds' constants are
+#: measured; ``radii`` (relative to the subset's norm) and ``n_directions``: the random
+#: perturbations around the final checkpoint; ``late``: trailing checkpoints that join them
+#: in the KL fit; ``lags``: the lag analysis.
+CHAPTER4: dict[str, dict] = {
+    "quick": dict(
+        forces=dict(n_samples=2, n_elements=8), flow=dict(n_samples=4, n_elements=8, times=[0.2, 0.6, 0.9, 0.99]),
+        voxels=dict(n_samples=2, n_elements=4),
+        radii=[1e-3, 1e-2, 3e-2], n_directions=3, late=4, lags=[1, 2, 3],
+    ),
+    "full": dict(
+        forces=dict(n_samples=8, n_elements=16), flow=dict(n_samples=8, n_elements=16, times=None),
+        voxels=dict(n_samples=4, n_elements=8),
+        radii=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1], n_directions=8, late=6, lags=[1, 2, 3, 4],
+    ),
+}
+
+
+def chapter3_plan(profile: str) -> dict:
+    """A copy of chapter 3's sizes for ``profile`` (see :data:`CHAPTER3`)."""
+    return copy.deepcopy(CHAPTER3[check_profile(profile)])
+
+
+def chapter4_plan(profile: str) -> dict:
+    """A copy of chapter 4's sizes for ``profile`` (see :data:`CHAPTER4`); the subsets are chapter 3's."""
+    out = copy.deepcopy(CHAPTER4[check_profile(profile)])
+    for name in TASK_NAMES:
+        out[name]["subset"] = CHAPTER3[profile][name]["subset"]
+    return out
+
+
+def early_step(steps) -> int:
+    """The "early" checkpoint: the first at or after a tenth of training (the paper's step 500 analogue)."""
+    steps = sorted(int(s) for s in steps)
+    if not steps:
+        raise ParameterError("no checkpoints")
+    return next(s for s in steps if s >= steps[-1] / 10)
+
+
+def spread_steps(steps, n: int) -> list[int]:
+    """``n`` checkpoints spread evenly (by index) over ``steps``, always the first and the last."""
+    steps = sorted(int(s) for s in steps)
+    if n < 2 or len(steps) <= n:
+        return steps
+    import numpy as np
+    return sorted({steps[int(round(i))] for i in np.linspace(0, len(steps) - 1, n)})

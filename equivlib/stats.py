@@ -9,7 +9,9 @@ from the point estimate::
 
 The bootstrap is :func:`scipy.stats.bootstrap` (BCa); the slope interval is the usual
 t interval of least squares (:func:`scipy.stats.linregress`); the mean interval is the
-t interval, which for two or three seeds is wide, as it should be.
+t interval, which for two or three seeds is wide, as it should be.  A correlation
+(:func:`correlation_ci`, Pearson or Spearman) comes as a :class:`Correlation` with its
+Fisher-z interval and p-value.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from scipy import stats
 
 from .config import ParameterError
 
-__all__ = ["Interval", "sd_ratio_ci", "slope_ci", "mean_ci"]
+__all__ = ["Interval", "Correlation", "sd_ratio_ci", "slope_ci", "mean_ci", "correlation_ci"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,61 @@ def mean_ci(x, *, level: float = 0.95) -> Interval:
     m, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
     half = stats.t.ppf(0.5 + level / 2, x.size - 1) * se
     return Interval(m, m - half, m + half, level, f"t interval, {x.size - 1} dof")
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A correlation coefficient ``r`` with its interval (``interval.estimate == r``), ``n`` and p-value."""
+
+    r: float
+    interval: Interval
+    n: int
+    method: str
+    p_value: float
+
+    def text(self, fmt: str = ".2f") -> str:
+        """``"0.75 (95% CI 0.41 to 0.91, n = 13)"``."""
+        iv = self.interval
+        return (f"{self.r:{fmt}} ({100 * iv.level:.0f}% CI {iv.low:{fmt}} to {iv.high:{fmt}}, n = {self.n})")
+
+
+def correlation_ci(x, y, *, method: str = "pearson", level: float = 0.95, log: bool = False) -> Correlation:
+    """Pearson or Spearman correlation of ``x`` and ``y`` with a Fisher-z interval.
+
+    The estimate and its (two-sided, no-correlation null) p-value are
+    :func:`scipy.stats.pearsonr` / :func:`scipy.stats.spearmanr`; the interval is
+    ``tanh(atanh(r) ± z_q · SE)`` with ``SE = 1/sqrt(n - 3)`` (Pearson) or the
+    Bonett–Wright ``SE = sqrt((1 + r²/2) / (n - 3))`` (Spearman; Bonett & Wright 2000,
+    Psychometrika 65:23).  ``log=True`` correlates ``log10`` of both (all values must
+    be positive).  For ``|r| = 1`` the Fisher interval degenerates to ``[r, r]``.
+    Needs ``n >= 4`` finite pairs and non-constant ``x`` and ``y``.
+    """
+    if method not in ("pearson", "spearman"):
+        raise ParameterError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    x, y = _finite_1d(x, "x", 4), _finite_1d(y, "y", 4)
+    if x.size != y.size:
+        raise ParameterError(f"x and y differ in length: {x.size} vs {y.size}")
+    level = _check_level(level)
+    if log:
+        for name, a in (("x", x), ("y", y)):
+            if (a <= 0).any():
+                raise ParameterError(f"log=True needs positive values; {name} has {int((a <= 0).sum())} "
+                                     f"values <= 0 (smallest {a.min():.3g})")
+        x, y = np.log10(x), np.log10(y)
+    for name, a in (("x", x), ("y", y)):
+        if np.ptp(a) == 0:
+            raise ParameterError(f"{name} is constant: no correlation")
+    n = int(x.size)
+    res = stats.pearsonr(x, y) if method == "pearson" else stats.spearmanr(x, y)
+    r, p = float(res.statistic), float(res.pvalue)
+    r = min(1.0, max(-1.0, r))  # rounding can leave |r| a hair above 1
+    if method == "pearson":
+        se, how = 1 / math.sqrt(n - 3), "Fisher z, SE 1/sqrt(n-3)"
+    else:
+        se, how = math.sqrt((1 + r * r / 2) / (n - 3)), "Fisher z, Bonett-Wright SE"
+    if abs(r) == 1.0:
+        lo = hi = r
+    else:
+        z, half = math.atanh(r), stats.norm.ppf(0.5 + level / 2) * se
+        lo, hi = math.tanh(z - half), math.tanh(z + half)
+    return Correlation(r, Interval(r, float(lo), float(hi), level, how), n, method, p)

@@ -53,9 +53,9 @@ from .data.voxels import VOXEL_PROFILES, load_voxel_molecules, voxelize
 from .groups import Action, VectorAction, VoxelAction, cube_group
 from .models import (FLOW_TIMES, E3ForceField, EScAIPForceField, FlowTransformer, UNet3D, flow_matching_batch,
                      noisy_voxels)
-from .training import EquivarianceMonitor, masked_mse, rotation_augment
+from .training import EquivarianceMonitor, make_sampler, masked_mse, rotation_augment
 
-__all__ = ["TASKS", "MODEL_SIZES", "ARCHS", "TASK_PROFILES", "task_profile", "check_arch", "HeldOut", "Task",
+__all__ = ["TASKS", "MODEL_SIZES", "ARCHS", "TASK_PROFILES", "task_profile", "check_arch", "HeldOut", "Task", "FixedBatch",
            "make_model", "make_task", "forces_task", "flow_task", "voxel_task"]
 
 TASKS = ("forces", "flow", "voxels")
@@ -199,6 +199,35 @@ class Task:
         return EquivarianceMonitor(model, held.x, held.y, self.action, every=every, extras=held.extras,
                                    mask=held.mask, tag=tag, **spec)
 
+    def fixed_batch(self, n_samples: int, n_elements: int, *, index: int = 0, t: float | None = None,
+                    dtype: torch.dtype = torch.float64) -> "FixedBatch":
+        """Held-out minibatch ``index`` with its own fixed group elements: the loss as a function of parameters.
+
+        The held-out set (flow: the block at time ``t``, default every time) is split
+        by a seeded permutation into disjoint minibatches of ``n_samples``; each
+        sample gets ``n_elements`` group elements drawn the monitor's way (Haar
+        rotations; for voxels uniform draws from the 24 cube rotations), seeded by
+        the task's seed and ``index``.  Curvature and gradients (chapters 3 and 4)
+        are taken of this fixed function, so it does not change between calls.
+        """
+        for name, v, lo in (("n_samples", n_samples, 1), ("n_elements", n_elements, 2), ("index", index, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
+        held = self.heldout if t is None else self.flow_heldout(t)
+        B = held.x.shape[0]
+        if (index + 1) * n_samples > B:
+            raise ParameterError(f"minibatch {index} of {n_samples} samples needs {(index + 1) * n_samples} held-out "
+                                 f"samples; task {self.name!r} ({self.profile}) has {B}")
+        perm = torch.randperm(B, generator=derived_generator(self.seed, "fixed-batch-order"))
+        idx = perm[index * n_samples:(index + 1) * n_samples].sort().values.to(held.x.device)
+        sampler = (make_sampler("finite", n_elements, cube_group()) if self.name == "voxels"
+                   else make_sampler("haar", n_elements))
+        sample = sampler(n_samples, derived_generator(self.seed, "fixed-batch", index, "" if t is None else f"t={t:g}"),
+                         dtype, held.x.device)
+        return FixedBatch(held.x[idx].to(dtype), held.y[idx].to(dtype), None if held.mask is None else held.mask[idx],
+                          {k: (v[idx].to(dtype) if v.is_floating_point() else v[idx]) for k, v in held.extras.items()},
+                          sample, self.action)
+
     def monitor(self, model, every: int, *, times: Sequence[float] | None = None, **kw) -> EquivarianceMonitor:
         """The held-out monitor.
 
@@ -214,6 +243,39 @@ class Task:
         if times is not None:
             raise ParameterError(f"times only apply to the flow task, not {self.name!r}")
         return self._one_monitor(model, every, self.heldout, **kw)
+
+
+@dataclass
+class FixedBatch:
+    """Inputs, targets and group elements fixed once: the decomposition as a deterministic function of a model.
+
+    ``loss(term)`` is :func:`equivlib.twirl.decomposition_loss` of this batch (for
+    :func:`equivlib.hessian.subset_loss`); ``terms(model)`` the three mean terms as floats.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None
+    extras: dict
+    sample: Any
+    action: Action
+
+    def loss(self, term: str) -> Callable:
+        from .twirl import decomposition_loss
+        return decomposition_loss(term, self.x, self.y, self.sample, self.action, mask=self.mask, extras=self.extras,
+                                  dtype=self.x.dtype)
+
+    def decompose(self, model: Callable):
+        """Plug-in :class:`~equivlib.twirl.Decomposition` of ``model`` (``L = L_mean + L_equiv`` exactly)."""
+        from .twirl import decompose_model
+        return decompose_model(model, self.x, self.y, self.sample, self.action, mask=self.mask, extras=self.extras,
+                               estimator="plugin")
+
+    def terms(self, model: Callable) -> dict[str, float]:
+        """``{"L", "L_mean", "L_equiv"}``: the means over the batch."""
+        with torch.no_grad():
+            d = self.decompose(model)
+        return {k: float(getattr(d, k).mean()) for k in ("L", "L_mean", "L_equiv")}
 
 
 def stack_heldout(parts: Sequence[HeldOut]) -> HeldOut:

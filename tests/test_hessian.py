@@ -253,3 +253,18 @@ def test_bad_input_is_named(tiny_problem):
         decomposition_loss("L_total", x, y, sample, VectorAction())
     with pytest.raises(ParameterError, match="mode"):
         hvp(lambda t: (t ** 3).sum(), torch.ones(2), torch.ones(2), mode="sideways")
+
+
+def test_dense_hessian_is_symmetric_and_top_eigenvalue_matches_it(tiny_problem):
+    from equivlib.hessian import dense_hessian, top_eigenvalue
+
+    f, flat = _term(tiny_problem, "L_equiv", subset=["body.2", "head"])
+    H = dense_hessian(f, flat.theta0)
+    assert torch.equal(H, H.T)
+    vals, _ = dense_spectrum(f, flat.theta0)
+    assert torch.allclose(vals, torch.linalg.eigvalsh(H))
+    top = top_eigenvalue(f, flat.theta0, tol=1e-10)
+    assert top["value"] == pytest.approx(float(vals[-1]), rel=1e-8)
+    assert torch.allclose(hvp(f, flat.theta0, top["vector"]), top["value"] * top["vector"], atol=1e-7 * top["value"])
+    with pytest.raises(ParameterError, match="at least 3 parameters"):
+        top_eigenvalue(lambda t: (t**2).sum(), torch.ones(2, dtype=torch.float64))

@@ -62,3 +62,38 @@ def test_plan_is_a_copy_and_bad_input_is_named():
         chapter2_plan("huge")
     with pytest.raises(ParameterError, match="(?i)seed"):
         chapter2_runs("quick", seed=-1)
+
+
+def test_main_runs_checkpoint_at_every_monitor_step_and_the_default_ones():
+    from equivlib.runs import checkpoint_steps
+
+    for name, cfg in chapter2_runs("quick").main.items():
+        ck = cfg.checkpoints()
+        assert set(cfg.extra["monitor"]["at"]) <= set(ck) and set(checkpoint_steps(cfg.steps)) <= set(ck)
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_chapter3_and_4_plans_name_existing_subsets(profile):
+    from equivlib.hessian import select_parameters
+    from equivlib.plans import chapter3_plan, chapter4_plan
+    from equivlib.tasks import make_model
+
+    p3, p4 = chapter3_plan(profile), chapter4_plan(profile)
+    size = CHAPTER2[profile]
+    for name in TASK_NAMES:
+        model = make_model(name, size[name]["size"])
+        n = sum(p.numel() for p in select_parameters(model, p3[name]["subset"]).values())
+        assert 0 < n <= (500 if profile == "quick" else 10000), (name, n)
+        assert p4[name]["subset"] == p3[name]["subset"]
+    chapter3_plan(profile)["forces"]["subset"].append("x")
+    assert "x" not in chapter3_plan(profile)["forces"]["subset"]
+
+
+def test_early_and_spread_steps():
+    from equivlib.plans import early_step, spread_steps
+
+    steps = [0, 1, 3, 10, 31, 96, 300]
+    assert early_step(steps) == 31 and early_step([0, 5]) == 5
+    assert spread_steps(steps, 3) == [0, 10, 300] and spread_steps(steps, 10) == steps
+    with pytest.raises(ParameterError, match="no checkpoints"):
+        early_step([])

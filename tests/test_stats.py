@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from equivlib.config import ParameterError
-from equivlib.stats import Interval, mean_ci, sd_ratio_ci, slope_ci
+from equivlib.stats import Correlation, Interval, correlation_ci, mean_ci, sd_ratio_ci, slope_ci
 
 
 def test_slope_ci_covers_the_true_slope_at_its_level():
@@ -43,7 +43,46 @@ def test_same_seed_same_interval_and_text():
     assert t == "1.50 (95% CI 1.20 to 1.90)"
 
 
+@pytest.mark.parametrize("method, rho", [("pearson", 0.5), ("spearman", 6 / np.pi * np.arcsin(0.25))])
+def test_correlation_ci_covers_the_true_correlation(method, rho):
+    # bivariate normal with correlation 0.5; Spearman's population value is (6/π) asin(ρ/2)
+    rng = np.random.default_rng(5)
+    cov = [[1.0, 0.5], [0.5, 1.0]]
+    hits = 0
+    for _ in range(400):
+        x, y = rng.multivariate_normal([0, 0], cov, 30).T
+        c = correlation_ci(x, y, method=method)
+        assert c.interval.low < c.r < c.interval.high and c.n == 30
+        hits += c.interval.contains(rho)
+    assert 0.9 <= hits / 400 <= 0.99
+
+
+def test_correlation_ci_perfect_independent_and_log_data():
+    x = np.arange(1.0, 14.0)
+    for method in ("pearson", "spearman"):
+        c = correlation_ci(x, 2 * x + 1, method=method)
+        assert 1 - 1e-12 < c.interval.low <= c.r <= c.interval.high <= 1.0  # no inf from atanh(1)
+    assert correlation_ci(x, np.exp(x), method="spearman").interval.low == 1.0  # exactly 1: the interval is [1, 1]
+    assert correlation_ci(x, -x ** 3, method="spearman").r == -1.0
+    rng = np.random.default_rng(6)
+    c = correlation_ci(rng.normal(size=40), rng.normal(size=40), method="spearman")
+    assert c.interval.contains(0.0) and c.p_value > 0.05
+    # a power law is a straight line in log-log: Pearson r = 1 only with log=True
+    assert correlation_ci(x, x ** 3, log=True).r == pytest.approx(1.0)
+    assert correlation_ci(x, x ** 3).r < 0.99
+    c = Correlation(0.75, Interval(0.75, 0.41, 0.91, 0.95, "x"), 13, "pearson", 0.003)
+    assert c.text() == "0.75 (95% CI 0.41 to 0.91, n = 13)"
+
+
 @pytest.mark.parametrize("call, match", [
+    (lambda: correlation_ci([1, 2, 3], [1, 2, 3]), "at least 4"),
+    (lambda: correlation_ci([1, 2, 3, 4], [1, 2, 3, 4, 5]), "differ in length"),
+    (lambda: correlation_ci([1, 2, 3, np.inf], [1, 2, 3, 4]), "non-finite"),
+    (lambda: correlation_ci([1, 2, 3, 4], [1, 1, 1, 1]), "y is constant"),
+    (lambda: correlation_ci([1, 2, 3, 0], [1, 2, 3, 4], log=True), "log=True needs positive values; x"),
+    (lambda: correlation_ci([1, 2, 3, 4], [1, 2, 3, 5], method="kendall"), "method"),
+    (lambda: correlation_ci([1, 2, 3, 4], [1, 2, 3, 5], level=1.0), "level"),
+
     (lambda: slope_ci([1, 2], [1, 2]), "at least 3"),
     (lambda: slope_ci([1, 1, 1], [1, 2, 3]), "constant"),
     (lambda: slope_ci([1, 2, 3], [1, 2, 3, 4]), "differ in length"),

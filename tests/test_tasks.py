@@ -228,3 +228,27 @@ def test_e3nn_training_smoke(tasks):
     assert all(math.isfinite(v) for v in losses)
     assert final < 0.8 * losses[0], (losses[0], final)
     assert time.perf_counter() - t0 < 60
+
+
+@pytest.mark.parametrize("name", ["forces", "flow", "voxels"])
+def test_fixed_batch_is_fixed_disjoint_and_exact(tasks, name):
+    task = tasks[name]
+    a, a2, b = task.fixed_batch(1, 3, index=0), task.fixed_batch(1, 3, index=0), task.fixed_batch(1, 3, index=1)
+    assert torch.equal(a.x, a2.x) and torch.equal(a.sample.elements, a2.sample.elements)  # same call, same batch
+    assert not torch.equal(a.x, b.x)  # disjoint minibatches
+    assert a.x.dtype == F64 and a.sample.elements.dtype == F64
+    model = make_model(name, "small", dtype=F64).eval()
+    t = a.terms(model)
+    assert t["L"] == pytest.approx(t["L_mean"] + t["L_equiv"], rel=1e-12)  # the plug-in split is exact
+    assert a.loss("L_equiv")(model).item() == pytest.approx(t["L_equiv"], rel=1e-12)
+    with pytest.raises(ParameterError, match="held-out samples"):
+        task.fixed_batch(1, 3, index=10_000)
+    with pytest.raises(ParameterError, match="n_elements"):
+        task.fixed_batch(1, 1)
+
+
+def test_fixed_batch_at_a_flow_time(tasks):
+    fb = tasks["flow"].fixed_batch(1, 2, t=0.9)
+    assert torch.allclose(fb.extras["t"], torch.full_like(fb.extras["t"], 0.9))
+    with pytest.raises(ParameterError, match="no flow times"):
+        tasks["forces"].fixed_batch(1, 2, t=0.5)
