@@ -127,7 +127,7 @@ CHAPTER3: dict[str, dict] = {
                     n_samples=1, n_elements=4, n_batches=4),
         flow=dict(subset=["head"], kind="the linear head", n_samples=2, n_elements=8, n_batches=8),
         voxels=dict(subset=["out"], kind="the final (1x1x1) convolution", n_samples=1, n_elements=4, n_batches=4),
-        n_checkpoints=5, grid=9, extent=0.5, k=10,
+        n_checkpoints=4, grid=7, extent=0.5, k=10,
     ),
     "full": dict(
         forces=dict(subset=["layers.2.norm_ffn", "layers.2.ffn.2.bias", "norm_out"],
@@ -147,7 +147,7 @@ CHAPTER3: dict[str, dict] = {
 #: in the KL fit; ``lags``: the lag analysis.
 CHAPTER4: dict[str, dict] = {
     "quick": dict(
-        forces=dict(n_samples=2, n_elements=8), flow=dict(n_samples=4, n_elements=8, times=[0.2, 0.6, 0.9, 0.99]),
+        forces=dict(n_samples=2, n_elements=8), flow=dict(n_samples=4, n_elements=8, times=[0.2, 0.9, 0.99]),
         voxels=dict(n_samples=2, n_elements=4),
         radii=[1e-3, 1e-2, 3e-2], n_directions=3, late=4, lags=[1, 2, 3],
     ),

@@ -396,6 +396,9 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_b
     if executor is not None and missing:
         workers = getattr(executor, "_max_workers", None) or 1
         threads = threads_per_worker or (1 if dev.type == "cpu" else max(1, (os.cpu_count() or 1) // workers))
+        # longest first (a rough cost: steps x batch x model size), so a long run does not start last
+        # and finish alone while the other workers idle
+        missing.sort(key=_rough_cost, reverse=True)
         futures = {executor.submit(_train_in_worker, c.to_dict(), str(cache_dir), str(dev), threads): c
                    for c in missing}
         bar = tqdm(total=len(futures), desc="training runs", disable=not progress, mininterval=2)
@@ -409,6 +412,14 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_b
         if errors:
             raise RuntimeError(f"{len(errors)} of {len(futures)} runs failed:\n  " + "\n  ".join(errors))
     return [get_run(c, cache_dir=cache_dir, device=dev, progress=progress) for c in configs]
+
+
+_SIZE_COST = {"small": 1.0, "medium": 3.0, "base": 10.0}
+
+
+def _rough_cost(config: RunConfig) -> float:
+    """Relative training cost for scheduling only: steps x batch size x model size."""
+    return config.steps * config.batch_size * _SIZE_COST.get(config.model_size, 1.0)
 
 
 def _complete(config: RunConfig, path: Path) -> bool:

@@ -188,3 +188,25 @@ def test_default_executor_and_bad_input(monkeypatch, tmp_path):
         runs.train_runs(["forces"])
     with pytest.raises(ParameterError, match="'auto'"):
         runs.train_runs([], executor="pool")
+
+
+def test_train_runs_submits_the_longest_runs_first(tmp_path, monkeypatch):
+    from concurrent.futures import Future
+
+    from equivlib import runs as runs_mod
+
+    order = []
+
+    class _Recorder:
+        _max_workers = 2
+
+        def submit(self, fn, config, *args):
+            order.append((config["steps"], config["model_size"]))
+            fut = Future()
+            fut.set_result((config, True))
+            return fut
+
+    monkeypatch.setattr(runs_mod, "get_run", lambda c, **kw: c)
+    cfgs = [RunConfig("forces", steps=5), RunConfig("forces", steps=50), RunConfig("forces", model_size="medium", steps=20)]
+    runs_mod.train_runs(cfgs, executor=_Recorder(), cache_dir=tmp_path, progress=False)
+    assert order == [(20, "medium"), (50, "small"), (5, "small")]
