@@ -259,7 +259,7 @@ glue("ch4-cosine-fig", fig, display=False)
 plt.close(fig)
 
 # %% [markdown]
-# Every measured cosine obeys {prf:ref}`lem-angle`: over the {glue:text}`ch4-angle-n` of
+# The measured cosines against {prf:ref}`lem-angle`: over the {glue:text}`ch4-angle-n` of
 # {glue:text}`ch4-n-points` checkpoints with $\delta < 1$, the largest value of
 # $\sqrt{1-\delta^2} - \cos$ is {glue:text}`ch4-angle-gap:.1e` (the lemma needs it $\le 0$; we
 # allow {glue:text}`ch4-tol:.0e`), so the lemma {glue:md}`ch4-angle-ok`.
