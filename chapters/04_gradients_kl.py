@@ -248,15 +248,21 @@ for ax, name in zip(axes[0], TASK_NAMES):
 glue("ch4-scatter-fig", fig, display=False)
 plt.close(fig)
 
-fig, axes = new_figure(3, 1, width=3.8, height=3.2)
-for ax, name in zip(axes[0], TASK_NAMES):
+fig, axes = new_figure(3, 2, width=3.8, height=2.9, sharex="col")
+for j, name in enumerate(TASK_NAMES):
     d = allpts[allpts["run"].str.startswith(name)].assign(step=lambda t: t["step"].clip(lower=0.5))
-    sns.lineplot(data=d, x="step", y="cosine", hue="run" if name == "flow" else None, ax=ax, marker="o",
-                 legend=name == "flow")
-    ax.set(xscale="log", title=LABELS[name], xlabel="training step (0 drawn at 0.5)",
-           ylabel="cos(∇L, ∇L_mean)" if name == "forces" else "")
+    for i, (col, label) in enumerate([("cosine", "cos(∇L, ∇L_mean)"), ("required_M_equiv", "|∇L_equiv|² / (2 L_equiv)")]):
+        sns.lineplot(data=d, x="step", y=col, hue="run" if name == "flow" else None, ax=axes[i, j], marker="o",
+                     legend=(name == "flow" and i == 0))
+        axes[i, j].set(xscale="log", yscale="log" if i == 1 else "linear", ylabel=label if j == 0 else "",
+                       xlabel="training step (0 drawn at 0.5)" if i == 1 else "")
+    axes[0, j].set_title(LABELS[name])
 glue("ch4-cosine-fig", fig, display=False)
 plt.close(fig)
+req = allpts.groupby(allpts["run"].str.split(" ").str[0])["required_M_equiv"]
+for name in TASK_NAMES:
+    glue(f"ch4-{name}-reqM-min", float(req.min()[name]))
+    glue(f"ch4-{name}-reqM-max", float(req.max()[name]))
 
 # %% [markdown]
 # The measured cosines against {prf:ref}`lem-angle`: over the {glue:text}`ch4-angle-n` of
@@ -274,8 +280,18 @@ plt.close(fig)
 # ```{glue:figure} ch4-cosine-fig
 # :name: fig-ch4-cosine
 #
-# Cosine between the gradient of the loss and the gradient of the twirled loss over training.
+# Top: cosine between the gradient of the loss and the gradient of the twirled loss over
+# training. Bottom: the smallest smoothness constant of $\mathcal L_\text{equiv}$ each checkpoint
+# requires, $\lVert\nabla\mathcal L_\text{equiv}\rVert^2/(2\mathcal L_\text{equiv})$ (all
+# parameters).
 # ```
+#
+# Along training the self-bounding constant that {prf:ref}`lem-self-bound` needs ranges from
+# {glue:text}`ch4-forces-reqM-min:.2g` to {glue:text}`ch4-forces-reqM-max:.2g` for forces,
+# {glue:text}`ch4-flow-reqM-min:.2g` to {glue:text}`ch4-flow-reqM-max:.2g` for flow matching and
+# {glue:text}`ch4-voxels-reqM-min:.2g` to {glue:text}`ch4-voxels-reqM-max:.2g` for voxels: one
+# constant for the whole trajectory has to be at least the largest of these, which is why the
+# bounds below are evaluated only near the end of training.
 #
 # ```{glue:figure} ch4-corr-table
 # :name: tbl-ch4-corr
@@ -424,7 +440,7 @@ claims = claims_table([
           f"{int((flow_rows['pearson_low'] > 0).sum())} of {len(flow_rows)} times significant",
           verdict(bool((flow_rows["pearson_low"] > 0).all()), partly=bool((flow_rows["pearson_low"] > 0).any()),
                   no="not reproduced")),
-    Claim("stronger correlation at smaller lags", f"mean Spearman by lag: " + ", ".join(
+    Claim("stronger correlation at smaller lags", "mean Spearman by lag: " + ", ".join(
           f"{k}: {v:.2f}" for k, v in mean_by_lag.items()), verdict(lag_falls, no="not reproduced")),
     Claim("the KL bound (Prop. 3) holds near the optimum",
           "; ".join(f"{n}: {100 * bsum.loc[n, 'prop3_holds']:.0f}% of points" for n in TASK_NAMES),

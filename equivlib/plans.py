@@ -147,7 +147,7 @@ CHAPTER3: dict[str, dict] = {
 #: in the KL fit; ``lags``: the lag analysis.
 CHAPTER4: dict[str, dict] = {
     "quick": dict(
-        forces=dict(n_samples=2, n_elements=8), flow=dict(n_samples=4, n_elements=8, times=[0.2, 0.9, 0.99]),
+        forces=dict(n_samples=2, n_elements=4), flow=dict(n_samples=4, n_elements=8, times=[0.2, 0.9, 0.99]),
         voxels=dict(n_samples=2, n_elements=4),
         radii=[1e-3, 1e-2, 3e-2], n_directions=3, late=4, lags=[1, 2, 3],
     ),

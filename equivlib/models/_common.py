@@ -12,7 +12,22 @@ import torch
 
 from ..data.lj import check_positions_mask
 
-__all__ = ["check_positions_mask", "check_species", "zero_padded", "smooth_cutoff", "key_padding_mask"]
+__all__ = ["check_positions_mask", "check_species", "zero_padded", "smooth_cutoff", "key_padding_mask", "lazy_module"]
+
+
+class lazy_module:  # noqa: N801 - reads like the module it stands for
+    """A module imported on first attribute access (for heavy optional imports such as e3nn)."""
+
+    def __init__(self, name: str):
+        self._name, self._module = name, None
+
+    def __getattr__(self, attr):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        if self._module is None:
+            import importlib
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
 
 
 def check_species(species: torch.Tensor | None, mask: torch.Tensor, n_species: int) -> torch.Tensor:

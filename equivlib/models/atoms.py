@@ -25,9 +25,25 @@ import re
 import torch
 from torch import nn
 
-from e3nn import o3
-from e3nn.math import soft_one_hot_linspace
-from e3nn.nn import FullyConnectedNet, Gate
+from ._common import lazy_module
+
+# e3nn (and through it torch._dynamo, ~2 s) is imported on first use, not with equivlib:
+# only the E3ForceField needs it.
+o3 = lazy_module("e3nn.o3")
+_e3nn_math, _e3nn_nn = lazy_module("e3nn.math"), lazy_module("e3nn.nn")
+
+
+def soft_one_hot_linspace(*args, **kwargs):
+    return _e3nn_math.soft_one_hot_linspace(*args, **kwargs)
+
+
+def FullyConnectedNet(*args, **kwargs):  # noqa: N802 - e3nn's class, constructed lazily
+    return _e3nn_nn.FullyConnectedNet(*args, **kwargs)
+
+
+def Gate(*args, **kwargs):  # noqa: N802
+    return _e3nn_nn.Gate(*args, **kwargs)
+
 
 from ._common import check_positions_mask, check_species, key_padding_mask, smooth_cutoff, zero_padded
 
