@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import NullFormatter
 
 from equivlib import kl
 from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
@@ -387,6 +388,7 @@ for ax, name in zip(axes[0], TASK_NAMES):
     ax.axhline(1.0, color="grey", lw=0.6, ls=":")
     ax.set(xscale="log", yscale="log", title=LABELS[name], xlabel="measured δ",
            ylabel="bound on δ" if name == "forces" else "")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
 glue("ch4-bound-fig", fig, display=False)
 plt.close(fig)
