@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 _TMP = tempfile.mkdtemp(prefix="equivlib-bench-data-")
 os.environ["EQUIVLIB_DATA_CACHE"] = _TMP  # before importing equivlib: never the repository's data/cache
 
-from equivlib.config import ParameterError, derived_seed, resolve_device, set_threads  # noqa: E402
+from _cli import device_from_args  # noqa: E402
+from equivlib.config import derived_seed  # noqa: E402
 from equivlib.data.forces import (FORCE_PROFILES, embed_conformers, energy_forces,  # noqa: E402
                                   rotation_check, select_molecules)
 from equivlib.groups import haar_so3_numpy  # noqa: E402
@@ -208,11 +209,7 @@ def main():
     a = ap.parse_args()
     if a.repeats < 1 or a.molecules < 1 or a.conformers < 1 or a.voxel_molecules < 1 or a.voxel_batch < 1:
         ap.error("counts must be positive")
-    try:
-        device = resolve_device(a.device)
-    except ParameterError as exc:
-        ap.error(str(exc))
-    set_threads(a.threads)
+    device = device_from_args(ap, a)
     load_before = os.getloadavg()
 
     forces = bench_forces(a)

@@ -33,7 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from equivlib.config import ParameterError, derived_generator, resolve_device, set_deterministic, set_threads  # noqa: E402
+from _cli import device_from_args  # noqa: E402
+from equivlib.config import derived_generator, set_deterministic  # noqa: E402
 from equivlib.groups import cube_group  # noqa: E402
 from equivlib.hessian import dense_spectrum, lanczos_extremes, subset_loss  # noqa: E402
 from equivlib.tasks import make_model, make_task  # noqa: E402
@@ -69,11 +70,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    try:
-        device = resolve_device(a.device)
-    except ParameterError as exc:
-        ap.error(str(exc))
-    set_threads(a.threads)
+    device = device_from_args(ap, a)
     set_deterministic()
     dense_max = a.dense_max if a.dense_max is not None else (9000 if device.type == "cuda" else 1000)
     subsets = SUBSETS[a.task] if a.subsets is None else {k: SUBSETS[a.task][k] for k in a.subsets}

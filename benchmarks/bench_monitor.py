@@ -58,7 +58,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from equivlib.config import ParameterError, resolve_device, set_deterministic, set_threads  # noqa: E402
+from _cli import device_from_args  # noqa: E402
+from equivlib.config import set_deterministic  # noqa: E402
 from equivlib.runs import RunConfig  # noqa: E402
 from equivlib.tasks import TASKS, make_task  # noqa: E402
 from equivlib.training import train  # noqa: E402
@@ -112,11 +113,7 @@ def main():
     a = ap.parse_args()
     if a.repeats < 1 or a.steps < 1 or a.every < 1:
         ap.error("--repeats, --steps and --every must be positive")
-    try:
-        device = resolve_device(a.device)
-    except ParameterError as exc:
-        ap.error(str(exc))
-    set_threads(a.threads)
+    device = device_from_args(ap, a)
     set_deterministic()  # as the chapters run (chapter_setup); on CUDA it changes the convolution algorithms
     load_before = os.getloadavg()
 

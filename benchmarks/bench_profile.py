@@ -38,7 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from equivlib.config import ParameterError, resolve_device, set_deterministic, set_threads  # noqa: E402
+from _cli import device_from_args  # noqa: E402
+from equivlib.config import set_deterministic  # noqa: E402
 from equivlib.plans import chapter2_runs  # noqa: E402
 from equivlib.runs import get_run  # noqa: E402
 
@@ -92,11 +93,7 @@ def main():
     a = ap.parse_args()
     if a.steps < 4 or not 0 <= a.warmup < a.steps - 1:
         ap.error("--steps must be >= 4 and --warmup in [0, steps - 1)")
-    try:
-        device = resolve_device(a.device)
-    except ParameterError as exc:
-        ap.error(str(exc))
-    set_threads(a.threads)
+    device = device_from_args(ap, a)
     set_deterministic()  # as the chapters run (chapter_setup); on CUDA it changes the convolution algorithms
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"profile-{a.profile}-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from equivlib.config import ParameterError, resolve_device, set_threads  # noqa: E402
+from _cli import device_from_args  # noqa: E402
+from equivlib.config import set_threads  # noqa: E402
 from equivlib.groups import VectorAction, sample_haar  # noqa: E402
 from equivlib.twirl import decompose, twisted_predictions  # noqa: E402
 
@@ -201,10 +202,7 @@ def main():
     a = ap.parse_args()
     if a.repeats < 7:
         ap.error("--repeats must be at least 7")
-    try:
-        device = resolve_device(a.device)
-    except ParameterError as exc:
-        ap.error(str(exc))
+    device = device_from_args(ap, a, threads=False)
     if a.worker:
         worker(a.worker, a.batch, device, a.threads)
         return

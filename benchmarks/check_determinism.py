@@ -25,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from equivlib.config import ParameterError, resolve_device, set_deterministic, set_threads  # noqa: E402
+from _cli import device_from_args  # noqa: E402
+from equivlib.config import set_deterministic  # noqa: E402
 from equivlib.tasks import TASKS, make_task  # noqa: E402
 from equivlib.training import train  # noqa: E402
 
@@ -51,11 +52,7 @@ def main():
                     help="both: each mode in its own process (the cuBLAS setting must precede CUDA's first use)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    try:
-        device = resolve_device(a.device)
-    except ParameterError as exc:
-        ap.error(str(exc))
-    set_threads(a.threads)
+    device = device_from_args(ap, a)
     if a.mode == "both":
         import subprocess
         rows = []
