@@ -33,11 +33,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ParameterError
-from .hessian import FlatParams, SubsetSpec, dense_hessian, select_parameters, subset_loss, top_ratio
+from .hessian import FlatParams, SubsetSpec, dense_hessian, functional, select_parameters, subset_loss, top_ratio
 from .stats import mean_ci
 from .tasks import FixedBatch, Task
-from .training import float64_copy
-from .twirl import TERMS, twisted_predictions
+from .training import as_float64
+from .twirl import TERMS, _weights, twisted_predictions
 
 __all__ = ["term_hessians", "spectrum_row", "condition_study", "checkpoint_curvature", "condition_summary",
            "hessian_parts", "Landscape", "landscape", "CUTOFFS"]
@@ -46,17 +46,12 @@ __all__ = ["term_hessians", "spectrum_row", "condition_study", "checkpoint_curva
 CUTOFFS = (1e-8, 1e-6, 1e-4)
 
 
-def _as64(model: torch.nn.Module) -> torch.nn.Module:
-    p = next(model.parameters(), None)
-    return model if p is not None and p.dtype == torch.float64 else float64_copy(model)
-
-
 def term_hessians(model: torch.nn.Module, batch: FixedBatch, subset: SubsetSpec) -> dict[str, torch.Tensor]:
     """Dense Hessians ``{"L_mean", "L_equiv", "L"}`` of the batch's decomposition w.r.t. ``subset`` (float64).
 
     Two Hessians are formed; the third is their sum (exact for the plug-in split).
     """
-    model = _as64(model)
+    model = as_float64(model)
     H = {}
     for term in ("L_mean", "L_equiv"):
         f, flat = subset_loss(model, subset, batch.loss(term))
@@ -101,7 +96,7 @@ def condition_study(model: torch.nn.Module, task: Task, subset: SubsetSpec, *, n
     """
     if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
         raise ParameterError(f"n_batches must be a positive integer, got {n_batches!r}")
-    model = _as64(model)
+    model = as_float64(model)
     rows = []
     for b in tqdm(range(n_batches), desc=f"Hessians ({task.name})", disable=not progress, leave=False):
         H = term_hessians(model, task.fixed_batch(n_samples, n_elements, index=b), subset)
@@ -148,8 +143,7 @@ def condition_summary(table: pd.DataFrame, *, column: str = "kappa@1e-06", level
 def _twisted_fn(model, flat: FlatParams, batch: FixedBatch):
     def Z(theta):
         params = flat.unflatten(theta)
-        fn = lambda *a, **kw: torch.func.functional_call(model, params, a, kw)  # noqa: E731
-        z = twisted_predictions(fn, batch.x, batch.sample, batch.action, extras=batch.extras, memory_budget_mb=None)
+        z = twisted_predictions(functional(model, params), batch.x, batch.sample, batch.action, extras=batch.extras, memory_budget_mb=None)
         return z.reshape(-1, *z.shape[2:])  # (N, B, *out)
     return Z
 
@@ -169,14 +163,12 @@ def hessian_parts(model: torch.nn.Module, batch: FixedBatch, subset: SubsetSpec)
     ``{term: {"gauss_newton", "residual", "dense"}}``, ``dense`` from :func:`term_hessians`,
     so ``gauss_newton + residual == dense`` checks the formula.
     """
-    model = _as64(model)
+    model = as_float64(model)
     flat = FlatParams(select_parameters(model, subset))
     theta = flat.theta0
     Zf = _twisted_fn(model, flat, batch)
     y = batch.y
-    w = (torch.ones_like(y) if batch.mask is None else
-         batch.mask.to(y.dtype).reshape(*batch.mask.shape, *([1] * (y.ndim - batch.mask.ndim))).expand_as(y))
-    D = w.reshape(w.shape[0], -1).sum(-1)
+    w, D = _weights(batch.mask, y)  # the decomposition's entry weights and valid entries per sample
     B = y.shape[0]
     with torch.no_grad():
         Z = torch.where(w > 0, Zf(theta), 0.0)
@@ -236,7 +228,7 @@ def landscape(model: torch.nn.Module, batch: FixedBatch, subset: SubsetSpec, *, 
         raise ParameterError(f"n must be an odd integer >= 3 (the grid holds its centre), got {n!r}")
     if not extent > 0:
         raise ParameterError(f"extent must be positive, got {extent!r}")
-    model = _as64(model)
+    model = as_float64(model)
     flat = FlatParams(select_parameters(model, subset))
     H = term_hessians(model, batch, subset)["L"] if H is None else H
     lam, vec = torch.linalg.eigh(H)
@@ -251,7 +243,7 @@ def landscape(model: torch.nn.Module, batch: FixedBatch, subset: SubsetSpec, *, 
         for i, bb in enumerate(a):
             for j, aa in enumerate(a):
                 params = flat.unflatten(flat.theta0 + aa * u + bb * v)
-                d = batch.decompose(lambda *x, **kw: torch.func.functional_call(model, params, x, kw))
+                d = batch.decompose(functional(model, params))
                 grids["L_mean"][i, j], grids["L_equiv"][i, j] = float(d.L_mean.mean()), float(d.L_equiv.mean())
     return Landscape(a, a.copy(), grids["L_mean"], grids["L_equiv"], float(lam[-1]), float(lam[pos[0]]),
                      batch.terms(model))

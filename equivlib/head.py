@@ -35,7 +35,9 @@ from torch import nn
 from .config import ParameterError, derived_generator
 from .models._common import zero_padded
 from .tasks import FixedBatch
-from .training import float64_copy
+from .hessian import functional
+from .training import as_float64
+from .twirl import _weights
 
 __all__ = ["split_head", "perp_basis", "head_design", "HeadForm", "head_form", "head_point", "head_trajectory",
            "head_perturbations", "lambda_vs_samples", "TiltedTrunk"]
@@ -74,7 +76,7 @@ def head_design(model: nn.Module, batch: FixedBatch, *, check_invariance: bool =
     ``check_invariance``: raise when ``h(Rx)`` differs from ``h(x)`` by more than ``tol``
     (relative), i.e. when the trunk is not invariant and the theorem does not apply.
     """
-    model = model if next(model.parameters()).dtype == torch.float64 else float64_copy(model)
+    model = as_float64(model)
     _check_model(model)
     x, mask, species = batch.x, batch.extras.get("mask"), batch.extras.get("species")
     R = batch.sample.elements
@@ -119,10 +121,9 @@ def head_form(model: nn.Module, batch: FixedBatch, **kw) -> HeadForm:
     """The quadratic form of ``L_equiv`` in the head on ``batch`` (see the module docstring)."""
     M = head_design(model, batch, **kw)
     N, B, A = M.shape[:3]
-    mask = batch.extras.get("mask")
-    n_atoms = (mask.sum(1) if mask is not None else torch.full((B,), A)).to(M.dtype)
+    _, D = _weights(batch.mask, batch.y)  # valid force entries per molecule, as the decomposition counts them
     dM = (M - M.mean(0)).reshape(N, B, A * 3, -1)
-    w = (1.0 / (B * N * 3 * n_atoms)).reshape(1, B, 1, 1)
+    w = (1.0 / (B * N * D.to(M.dtype))).reshape(1, B, 1, 1)
     Q = torch.einsum("nbop,nboq->pq", dM * w, dM)
     Q = 0.5 * (Q + Q.T)
     d = Q.shape[0] // 3
@@ -135,15 +136,14 @@ def head_form(model: nn.Module, batch: FixedBatch, **kw) -> HeadForm:
 
 
 def _with_head(model, W):
-    params = {n: (W if p is model.head else p) for n, p in model.named_parameters()}
-    return lambda *a, **kw: torch.func.functional_call(model, params, a, kw)
+    return functional(model, {n: (W if p is model.head else p) for n, p in model.named_parameters()})
 
 
 def head_point(model: nn.Module, batch: FixedBatch, *, form: HeadForm | None = None, check_invariance=True) -> dict:
     """The theorem at ``model``: ``dist2 = ‖W_E⊥‖²``, ``L_equiv`` (decomposition), ``quad = pᵀQ̄p``, the bounds
     ``lower = λ_min·dist2`` and ``upper = λ_max·dist2``, and ``‖∇_W L_equiv‖`` with its bounds
     ``2λ_min‖p‖``, ``2λ_max‖p‖``."""
-    model = model if next(model.parameters()).dtype == torch.float64 else float64_copy(model)
+    model = as_float64(model)
     W = _check_model(model).detach()
     form = head_form(model, batch, check_invariance=check_invariance) if form is None else form
     _, Wp = split_head(W)
@@ -173,7 +173,7 @@ def head_perturbations(model: nn.Module, batch: FixedBatch, *, n: int, scales: S
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ParameterError(f"n must be a positive integer, got {n!r}")
-    model = model if next(model.parameters()).dtype == torch.float64 else float64_copy(model)
+    model = as_float64(model)
     W = _check_model(model).detach()
     form = head_form(model, batch)
     gen = derived_generator(seed, "head-perturbations")

@@ -43,7 +43,7 @@ import torch
 from .config import ParameterError
 
 __all__ = ["gradient", "hessian", "min_hessian_eigenvalue", "newton_minimize", "curvature_step_size",
-           "select_parameters", "FlatParams", "subset_loss", "hvp", "dense_hessian", "dense_spectrum", "top_eigenvalue", "lanczos_extremes",
+           "select_parameters", "FlatParams", "functional", "subset_loss", "hvp", "dense_hessian", "dense_spectrum", "top_eigenvalue", "lanczos_extremes",
            "condition_number", "top_ratio"]
 
 ScalarFn = Callable[[torch.Tensor], torch.Tensor]
@@ -220,6 +220,12 @@ class FlatParams:
         return {n: t.reshape(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
 
 
+def functional(model: torch.nn.Module, params: Mapping[str, torch.Tensor]) -> Callable:
+    """A callable with ``model``'s signature that uses ``params`` (``{name: tensor}``) in place of those
+    parameters (``torch.func.functional_call``); ``model`` itself is not modified."""
+    return lambda *args, **kw: torch.func.functional_call(model, params, args, kw)
+
+
 def subset_loss(model: torch.nn.Module, subset: SubsetSpec,
                 loss: Callable[[Callable], torch.Tensor]) -> tuple[ScalarFn, FlatParams]:
     """``loss`` as a function of one flat vector of the parameters in ``subset``.
@@ -234,7 +240,7 @@ def subset_loss(model: torch.nn.Module, subset: SubsetSpec,
 
     def f(theta: torch.Tensor) -> torch.Tensor:
         params = flat.unflatten(theta)
-        return loss(lambda *args, **kw: torch.func.functional_call(model, params, args, kw))
+        return loss(functional(model, params))
 
     return f, flat
 

@@ -38,9 +38,9 @@ import pandas as pd
 import torch
 
 from .config import ParameterError, derived_generator
-from .hessian import FlatParams, select_parameters, subset_loss, top_eigenvalue
+from .hessian import FlatParams, functional, select_parameters, subset_loss, top_eigenvalue
 from .stats import Interval, correlation_ci, slope_ci
-from .training import float64_copy
+from .training import as_float64
 
 __all__ = ["term_gradients", "gradient_stats", "trajectory", "perturbations", "smoothness", "KLFit", "fit_kl",
            "prop2_bound", "prop3_bound", "lag_correlations", "correlation_table", "BoundStudy", "bound_study"]
@@ -53,10 +53,7 @@ ZERO_REL = 1e-24
 def _float64(model: torch.nn.Module, subset):
     """``(model, names)``: a float64 eval-mode copy unless ``model`` already is one, and the subset's names."""
     names = list(select_parameters(model, subset))  # names, so that tensors given as the subset map onto a copy
-    floating = [p for p in list(model.parameters()) + list(model.buffers()) if p.is_floating_point()]
-    if model.training or any(p.dtype != torch.float64 for p in floating):
-        model = float64_copy(model)
-    return model, names
+    return as_float64(model), names
 
 
 def _gradients_at(model, flat: FlatParams, theta: torch.Tensor, batch) -> dict:
@@ -65,8 +62,8 @@ def _gradients_at(model, flat: FlatParams, theta: torch.Tensor, batch) -> dict:
     q = theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         params = flat.unflatten(q)
-        fn = lambda *a, **kw: torch.func.functional_call(model, params, a, kw)  # noqa: E731
-        Z = twisted_predictions(fn, batch.x, batch.sample, batch.action, extras=batch.extras, memory_budget_mb=None)
+        Z = twisted_predictions(functional(model, params), batch.x, batch.sample, batch.action, extras=batch.extras,
+                                memory_budget_mb=None)
         d = decompose(Z, batch.y, batch.sample, mask=batch.mask, estimator="plugin")
         L_mean, L_equiv = d.L_mean.mean(), d.L_equiv.mean()
         g_mean = torch.autograd.grad(L_mean, (q,), retain_graph=True, allow_unused=True)[0]

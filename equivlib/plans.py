@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
+
 from .config import ParameterError, check_profile
 from .runs import RunConfig, checkpoint_steps
 
@@ -185,5 +187,4 @@ def spread_steps(steps, n: int) -> list[int]:
     steps = sorted(int(s) for s in steps)
     if n < 2 or len(steps) <= n:
         return steps
-    import numpy as np
     return sorted({steps[int(round(i))] for i in np.linspace(0, len(steps) - 1, n)})

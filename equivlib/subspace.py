@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import ParameterError, derived_generator
 from .groups import VectorAction, element_indices, exhaustive
-from .hessian import dense_hessian
+from .hessian import dense_hessian, functional
 from .stats import slope_ci
 from .training import rotation_augment, train
 from .twirl import decompose, twisted_predictions
@@ -73,10 +73,18 @@ class RegularMLP(nn.Module):
         return torch.nn.functional.silu(x @ self.W1.T + self.b1) @ self.W2.T
 
 
-def project(model: RegularMLP) -> dict[str, torch.Tensor]:
-    """``θ_E``: every weight averaged over the group (the orthogonal projection onto ``E``)."""
+def _params(model: RegularMLP) -> dict[str, torch.Tensor]:
+    return {k: getattr(model, k).detach() for k in ("W1", "b1", "W2")}
+
+
+def project(model: RegularMLP, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``θ_E``: every weight averaged over the group (the orthogonal projection onto ``E``).
+
+    ``params`` (``{"W1", "b1", "W2"}``) projects those weights instead of the model's own.
+    """
     R, P = model.R, model.P
-    W1, b1, W2 = model.W1.detach(), model.b1.detach(), model.W2.detach()
+    params = _params(model) if params is None else params
+    W1, b1, W2 = params["W1"], params["b1"], params["W2"]
     return {"W1": torch.einsum("gji,jk,gkl->il", P, W1, R) / len(R),
             "b1": torch.einsum("gji,j->i", P, b1) / len(R),
             "W2": torch.einsum("gji,jk,gkl->il", R, W2, P) / len(R)}
@@ -100,18 +108,8 @@ def projection_matrix(model: RegularMLP) -> torch.Tensor:
     n = sum(getattr(model, k).numel() for k in ("W1", "b1", "W2"))
     cols = []
     for e in torch.eye(n, dtype=model.W1.dtype):
-        probe = _unflat(model, e)
-        m = _Probe(model, probe)
-        cols.append(_flat(project(m)))
+        cols.append(_flat(project(model, _unflat(model, e))))
     return torch.stack(cols, 1)
-
-
-class _Probe:
-    """Duck-typed stand-in with given weights, for :func:`project` on arbitrary vectors."""
-
-    def __init__(self, model, params):
-        self.R, self.P = model.R, model.P
-        self.W1, self.b1, self.W2 = params["W1"], params["b1"], params["W2"]
 
 
 def _equiv_loss(model: RegularMLP, x: torch.Tensor, y: torch.Tensor):
@@ -120,8 +118,7 @@ def _equiv_loss(model: RegularMLP, x: torch.Tensor, y: torch.Tensor):
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
         params = _unflat(model, theta)
-        fn = lambda *a, **kw: torch.func.functional_call(model, params, a, kw)  # noqa: E731
-        Z = twisted_predictions(fn, x, sample, VectorAction(), memory_budget_mb=None)
+        Z = twisted_predictions(functional(model, params), x, sample, VectorAction(), memory_budget_mb=None)
         return decompose(Z, y, sample, estimator="plugin").L_equiv.mean()
 
     return loss
@@ -160,7 +157,7 @@ def path_study(model: RegularMLP, x: torch.Tensor, y: torch.Tensor, ts) -> tuple
     ts = np.asarray(ts, dtype=float)
     if ts.size < 3 or (ts <= 0).any():
         raise ParameterError("ts must hold at least three positive values")
-    theta = _flat({k: getattr(model, k).detach() for k in ("W1", "b1", "W2")})
+    theta = _flat(_params(model))
     thE = _flat(project(model))
     perp = theta - thE
     f = _equiv_loss(model, x, y)

@@ -52,6 +52,15 @@ def float64_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).to(torch.float64).eval()
 
 
+def as_float64(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` itself if it is already float64 (parameters and floating buffers) and in eval mode,
+    else :func:`float64_copy`: for measurements that must not modify the caller's model."""
+    floating = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if model.training or any(t.dtype != torch.float64 for t in floating):
+        return float64_copy(model)
+    return model
+
+
 def make_sampler(scheme: str, n: int, group: torch.Tensor | None = None) -> Callable:
     """A function ``(batch, generator, dtype, device) -> GroupSample``.
 
