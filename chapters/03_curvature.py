@@ -293,7 +293,7 @@ plt.close(fig)
 # ```{glue:figure} ch3-kappa-fig
 # :name: fig-ch3-kappa
 #
-# Every minibatch's condition number at three cutoffs and its cutoff-free spread λ1/λ10,
+# Every minibatch's condition number at each cutoff and its cutoff-free spread λ1/λ10,
 # for the total loss and its two parts.
 # ```
 #

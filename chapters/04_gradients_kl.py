@@ -85,8 +85,8 @@ FLOW_T = tuple(tasks["flow"].times if PLAN["flow"]["times"] is None else PLAN["f
 # ```{prf:lemma} Relative error and angle
 # :label: lem-angle
 #
-# If $\delta(\theta) < 1$ then $\cos\angle(\nabla\mathcal L, \nabla\mathcal L_\text{mean}) \ge
-# \sqrt{1-\delta^2}$.
+# If $\nabla\mathcal L_\text{mean}(\theta) \ne 0$ (so that $\delta$ is defined) and $\delta(\theta) < 1$,
+# then $\cos\angle(\nabla\mathcal L, \nabla\mathcal L_\text{mean}) \ge \sqrt{1-\delta^2}$.
 # ```
 #
 # ```{prf:proof}

@@ -210,10 +210,14 @@ plt.close(fig)
 # ## Random heads on a fixed trunk
 #
 # With the trunk of the final checkpoint fixed, the bounds are the same for every head. We draw
-# heads at random around the trained one, at distances from a tenth to ten times its norm.
+# heads at random around the trained one, at distances from {glue:text}`ch5-scale-lo:g` to
+# {glue:text}`ch5-scale-hi:g` times its norm.
 
 # %% tags=["hide-input"]
-pert = hd.head_perturbations(final, batch, n=SIZES["n_perturb"], seed=SEED)
+SCALES = (0.1, 1.0, 10.0)  # random heads at these multiples of the trained head's norm from it
+pert = hd.head_perturbations(final, batch, n=SIZES["n_perturb"], scales=SCALES, seed=SEED)
+glue("ch5-scale-lo", SCALES[0])
+glue("ch5-scale-hi", SCALES[-1])
 frac_inside = float(pert["inside"].mean())
 glue("ch5-n-pert", len(pert))
 glue("ch5-frac-inside", 100 * frac_inside)
@@ -368,12 +372,14 @@ toy = sp.toy_data(SIZES["toy_n"], 4, seed=SEED)
 reg_log = sp.train_regular_mlp(reg, toy, steps=SIZES["toy_steps"], seed=SEED)
 xe, ye = toy["x"][:SIZES["toy_eval"]], toy["y"][:SIZES["toy_eval"]]  # the batch the theorem is checked on
 ts = np.geomspace(1e-3, 1.0, 13)
-path, fits = sp.path_study(reg, xe, ye, ts[ts <= 0.03])
+NEAR = 0.03  # "near E": up to this fraction of the trained deviation
+path, fits = sp.path_study(reg, xe, ye, ts[ts <= NEAR])
 path_all, _ = sp.path_study(reg, xe, ye, ts)
 hq = sp.perp_hessian(reg, xe, ye)
 q_small = (path["L_equiv"] / path["dist"] ** 2)
 bracket = bool(((q_small >= hq["lambda_min"] * (1 - 1e-2)) & (q_small <= hq["lambda_max"] * (1 + 1e-2))).all())
 glue("ch5-copies", SIZES["copies"])
+glue("ch5-near", 100 * NEAR)
 glue("ch5-dimE", hq["dim_E"])
 glue("ch5-dimperp", hq["dim_perp"])
 glue("ch5-exp", fits["L_equiv"].text(".3f"))
@@ -413,7 +419,8 @@ plt.close(fig)
 #
 # Here $E$ has dimension {glue:text}`ch5-dimE` inside {glue:text}`ch5-dimperp` + {glue:text}`ch5-dimE`
 # parameters, and the Hessian at the projection is {glue:text}`ch5-q-onE:.1e` of its norm on $E$.
-# Near $E$ (distances up to 3% of the trained deviation) the log-log slope of $\mathcal
+# Near $E$ (distances up to {glue:text}`ch5-near:.0f`% of the trained deviation) the log-log slope
+# of $\mathcal
 # L_\text{equiv}$ against the distance is {glue:md}`ch5-exp` and that of the gradient norm
 # {glue:md}`ch5-exp-grad`; the theorem predicts 2 and 1. The ratio $\mathcal L_\text{equiv}/d^2$
 # there {glue:md}`ch5-bracket` $[\lambda_\text{min}, \lambda_\text{max}] =$
