@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .groups import Action, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
-from .twirl import NonFiniteError, decompose, twisted_predictions
+from .twirl import NonFiniteError, _expand_mask, decompose, twisted_predictions
 
 __all__ = ["float64_copy", "log_cosh", "masked_mse", "EquivarianceMonitor", "rotation_augment", "random_batches", "train", "make_sampler"]
 
@@ -164,8 +164,7 @@ class EquivarianceMonitor:
                 raise ValueError(f"monitor {name} must be floating point, got {t.dtype}")
             bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1)
             if mask is not None and name == "targets y":  # padding may hold anything
-                valid = mask.reshape(*mask.shape, *([1] * (t.ndim - mask.ndim))).expand_as(t)
-                bad = ((~torch.isfinite(t)) & valid).reshape(t.shape[0], -1).any(-1)
+                bad = ((~torch.isfinite(t)) & _expand_mask(mask, t)).reshape(t.shape[0], -1).any(-1)
             if bad.any():
                 raise NonFiniteError(f"monitor {name}: {int(bad.sum())} of {t.shape[0]} held-out samples hold NaN or inf "
                                      f"(samples {torch.nonzero(bad).flatten().tolist()[:10]})")

@@ -310,15 +310,19 @@ class Decomposition:
                              self.scheme, self.estimator, self.n_elements, self.extra)
 
 
+def _expand_mask(mask, y):
+    """``mask`` over the leading dims of ``y`` broadcast to ``y``'s shape (``None`` stays ``None``)."""
+    if mask is None:
+        return None
+    if mask.shape[0] != y.shape[0] or mask.ndim > y.ndim or tuple(mask.shape) != tuple(y.shape[: mask.ndim]):
+        raise GroupError(f"mask of shape {tuple(mask.shape)} does not match the leading dims of "
+                         f"targets {tuple(y.shape)}")
+    return mask.reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
+
+
 def _weights(mask, y):
     """Entry weights ``(B, *out)`` and per-sample counts ``D (B,)``."""
-    if mask is None:
-        w = torch.ones_like(y)
-    else:
-        if mask.shape[0] != y.shape[0] or mask.ndim > y.ndim or tuple(mask.shape) != tuple(y.shape[: mask.ndim]):
-            raise GroupError(f"mask of shape {tuple(mask.shape)} does not match the leading dims of "
-                             f"targets {tuple(y.shape)}")
-        w = mask.to(y.dtype).reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
+    w = torch.ones_like(y) if mask is None else _expand_mask(mask, y).to(y.dtype)
     D = w.reshape(w.shape[0], -1).sum(-1)
     if (D == 0).any():
         raise GroupError("a sample has no valid output entries (mask is all False)")
@@ -382,7 +386,7 @@ def _as_floating(t: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor
 def _check_finite(Z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> None:
     """Raise :class:`NonFiniteError` naming how many samples hold NaN or inf (targets, twisted predictions)."""
     B = y.shape[0]
-    valid = None if mask is None else mask.reshape(*mask.shape, *([1] * (y.ndim - mask.ndim))).expand_as(y)
+    valid = _expand_mask(mask, y)
     bad_y = ~torch.isfinite(y)
     bad_Z = ~torch.isfinite(Z)
     if valid is not None:
