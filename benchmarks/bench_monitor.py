@@ -39,8 +39,15 @@ from other processes on a shared machine hits all of them alike.
 
     python benchmarks/bench_monitor.py [--device cpu|cuda] [--threads 2] [--steps 100] [--repeats 3]
                                        [--every 20] [--measure-multiples] [--monitor-full]
+                                       [--precision mixed|exact]
 
-Writes ``benchmarks/results/monitor.json``.  Not a test.
+Also reported: the cost of one evaluation in training steps (median seconds per
+evaluation / training seconds per step without a monitor; issue #14's target is
+<= 5 on each task).  ``--precision`` picks the monitor's mode (default ``mixed``, the
+library default: float32 forward, float64 sums; ``exact``: float64 throughout, the
+mode before #14); run both for a before/after comparison.
+
+Writes ``benchmarks/results/monitor-{precision}.json``.  Not a test.
 """
 from __future__ import annotations
 
@@ -65,6 +72,7 @@ from equivlib.tasks import TASKS, make_task  # noqa: E402
 from equivlib.training import train  # noqa: E402
 
 TARGET_OVERHEAD = 0.10
+TARGET_STEPS_PER_EVAL = 5.0
 MULTIPLES = (1, 2, 4)
 # chapter 2, quick profile: the monitor's group sample per task
 CH2_MONITOR = {"forces": dict(n_elements=8), "flow": dict(n_elements=8),
@@ -109,7 +117,9 @@ def main():
     ap.add_argument("--measure-multiples", action="store_true", help="also train and time the 2x and 4x intervals")
     ap.add_argument("--monitor-full", action="store_true",
                     help="the tasks' default group samples (16 Haar / 24 cube) instead of chapter 2's quick ones")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "monitor.json"))
+    ap.add_argument("--precision", default="mixed", choices=["mixed", "exact"],
+                    help="the monitor's mode (EquivarianceMonitor's precision)")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/monitor-{precision}.json")
     a = ap.parse_args()
     if a.repeats < 1 or a.steps < 1 or a.every < 1:
         ap.error("--repeats, --steps and --every must be positive")
@@ -124,7 +134,7 @@ def main():
         t0 = time.perf_counter()
         task = make_task(name, "quick", a.seed, device=device)
         setup_s = time.perf_counter() - t0
-        mon_kw = {} if a.monitor_full else CH2_MONITOR[name]
+        mon_kw = {**({} if a.monitor_full else CH2_MONITOR[name]), "precision": a.precision}
         one_run(task, a.every, argparse.Namespace(**{**vars(a), "steps": min(a.steps, 10)}), device, mon_kw)  # warm-up
         runs = {v: [] for v in variants}
         for _ in range(a.repeats):
@@ -153,6 +163,7 @@ def main():
 
         for d in row["variants"].values():
             d["overhead"] = overhead(d["monitor_s_per_eval"], d["every"])
+        row["steps_per_eval"] = row["variants"]["1x"]["monitor_s_per_eval"] / (base / a.steps)
         per_eval = row["variants"]["1x"]["monitor_s_per_eval"]
         for m in MULTIPLES:
             if f"{m}x" in row["variants"]:
@@ -165,8 +176,8 @@ def main():
                                         "overhead_from_diff": None, "measured": False}
         rows.append(row)
 
-    print(f"\nmonitor overhead — device {device.type}, threads {torch.get_num_threads()}, {a.steps} steps, "
-          f"batch {a.batch}, model {a.size}, default interval {a.every}, median of {a.repeats}")
+    print(f"\nmonitor overhead — precision {a.precision}, device {device.type}, threads {torch.get_num_threads()}, "
+          f"{a.steps} steps, batch {a.batch}, model {a.size}, default interval {a.every}, median of {a.repeats}")
     hdr = (f"{'task':<7} | {'every':>5} | {'evals':>5} | {'train s (no mon)':>16} | {'train s (mon)':>13} | "
            f"{'monitor s':>9} | {'ms/eval':>8} | {'overhead':>8} | {'(train diff)':>12}")
     print(hdr)
@@ -185,6 +196,9 @@ def main():
 
     verdicts = []
     for r in rows:
+        verdicts.append((f"{r['task']}: one evaluation <= {TARGET_STEPS_PER_EVAL:g} training steps",
+                         r["steps_per_eval"] <= TARGET_STEPS_PER_EVAL, f"{r['steps_per_eval']:.1f} steps"))
+    for r in rows:
         d = r["variants"]["1x"]
         verdicts.append((f"{r['task']}: overhead <= {100 * TARGET_OVERHEAD:.0f}% at every={d['every']}",
                          d["overhead"] <= TARGET_OVERHEAD,
@@ -196,11 +210,11 @@ def main():
     for n, ok, v in verdicts:
         print(f"[{'PASS' if ok else 'FAIL'}] {n}: {v}")
 
-    out = Path(a.out)
+    out = Path(a.out or ROOT / "benchmarks" / "results" / f"monitor-{a.precision}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "cpu_count": os.cpu_count(), "steps": a.steps,
-            "every": a.every, "measure_multiples": a.measure_multiples, "monitor_full": a.monitor_full, "repeats": a.repeats, "batch": a.batch, "size": a.size, "lr": a.lr, "seed": a.seed,
+            "every": a.every, "measure_multiples": a.measure_multiples, "monitor_full": a.monitor_full, "precision": a.precision, "repeats": a.repeats, "batch": a.batch, "size": a.size, "lr": a.lr, "seed": a.seed,
             "load_avg_before": load_before, "load_avg": os.getloadavg()}
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)

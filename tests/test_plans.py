@@ -44,7 +44,10 @@ def test_each_sweep_run_changes_one_setting(profile):
 def test_gap_pair_differs_in_architecture_only():
     plan = chapter2_runs("quick")
     es, e3 = plan.gap["escaip"], plan.gap["e3nn"]
-    assert _diff(es, e3) == {"arch"} and e3.arch == "e3nn"
+    assert _diff(es, e3) == {"arch", "extra"} and e3.arch == "e3nn"
+    # and the e3nn model's monitor is exact: in mixed mode it would read float32 round-off
+    assert e3.extra["monitor"] == {**es.extra["monitor"], "precision": "exact"}
+    assert "precision" not in es.extra["monitor"]
     assert es.steps == CHAPTER2["quick"]["gap"]["steps"]
     assert _diff(plan.main["forces"], es) == {"steps", "eval_every", "extra"}
 

@@ -84,7 +84,7 @@ def test_run_is_cached_reloaded_and_repaired(tmp_path, monkeypatch, caplog):
 
 def test_run_with_e3nn_baseline_and_training_subset(tmp_path):
     cfg = RunConfig("forces", steps=2, batch_size=2, eval_every=1, arch="e3nn", n_train=4,
-                    extra={"n_heldout": 2, "monitor": {"n_elements": 2}})
+                    extra={"n_heldout": 2, "monitor": {"n_elements": 2, "precision": "exact"}})
     run = get_run(cfg, cache_dir=tmp_path, progress=False)
     assert type(run.load_model()).__name__ == "E3ForceField"
     assert json.loads((run.path / "config.json").read_text())["n_examples"] == 4
@@ -210,3 +210,12 @@ def test_train_runs_submits_the_longest_runs_first(tmp_path, monkeypatch):
     cfgs = [RunConfig("forces", steps=5), RunConfig("forces", steps=50), RunConfig("forces", model_size="medium", steps=20)]
     runs_mod.train_runs(cfgs, executor=_Recorder(), cache_dir=tmp_path, progress=False)
     assert order == [(20, "medium"), (50, "small"), (5, "small")]
+
+
+def test_config_rebuilds_its_task_and_monitor_keywords():
+    cfg = RunConfig("forces", steps=7, extra={"n_heldout": 3, "monitor": {"n_elements": 2, "at": [2]},
+                                              "checkpoints": [0, 7]})
+    task = cfg.make_task()
+    assert task.heldout.x.shape[0] == 3  # the task keyword reached the task; monitor and checkpoints did not
+    assert cfg.monitor_kwargs() == {"n_elements": 2, "at": [2, 7]}  # the last step is always evaluated
+    assert RunConfig("forces", steps=5).monitor_kwargs() == {"at": [5]}

@@ -28,12 +28,12 @@ def toy_data(n=24, atoms=5, seed=0):
     return x, y * mask[..., None], mask
 
 
-def run(seed=0, monitor=True, steps=15):
+def run(seed=0, monitor=True, steps=15, precision="exact"):
     torch.manual_seed(seed)
     model = Tiny()
     x, y, m = toy_data()
     mon = EquivarianceMonitor(model, x[:8], y[:8], eq.VectorAction(), every=5, extras={"mask": m[:8]},
-                              mask=m[:8], n_elements=4, seed=3) if monitor else None
+                              mask=m[:8], n_elements=4, seed=3, precision=precision) if monitor else None
     log = train(model, {"x": x, "y": y, "mask": m}, steps=steps, batch_size=6,
                 forward=lambda mdl, b: mdl(b["x"], b["mask"]), loss=lambda p, b: masked_mse(p, b["y"], b["mask"]),
                 augment=rotation_augment("x", ("y",)), monitor=mon, generator=torch.Generator().manual_seed(seed),
@@ -100,20 +100,57 @@ def test_monitor_grad_norms_add_up():
     assert -1 <= rec["grad_cos_L_Lmean"] <= 1
 
 
+def test_mixed_precision_monitor_is_the_exact_one_up_to_float32_round_off():
+    """Default mode: the forward in float32, the sums in float64; same elements as the exact mode."""
+    model, _, exact = run(precision="exact")
+    _, _, mixed = run(precision="mixed")
+    assert next(model.parameters()).dtype == torch.float64 and mixed._copy is not None  # a float32 copy
+    assert mixed._copy is not None and next(mixed._copy.parameters()).dtype == torch.float32
+    for a, b in zip(exact.records, mixed.records):
+        assert a["step"] == b["step"]
+        for k in ("L", "L_mean", "L_equiv", "percent"):
+            assert b[k] == pytest.approx(a[k], rel=1e-4), k  # float32 round-off, not a different sample
+            assert isinstance(b[k], float)
+        assert b["L"] != a["L"]  # it did run in float32
+    # an exactly equivariant model: the exact mode reads round-off of float64, the mixed one of float32
+    x, y, m = toy_data()
+    equi = lambda xx, mask=None: 0.5 * xx * xx.norm(dim=-1, keepdim=True)  # noqa: E731  (half the target)
+    ex = EquivarianceMonitor(_Wrap(equi, torch.float64), x, y, eq.VectorAction(), mask=m, precision="exact")
+    mx = EquivarianceMonitor(_Wrap(equi, torch.float32), x, y, eq.VectorAction(), mask=m)
+    r_ex, r_mx = ex.measure(0), mx.measure(0)
+    assert abs(r_ex["L_equiv"]) < 1e-25 < abs(r_mx["L_equiv"]) < 1e-10 * r_mx["L"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        EquivarianceMonitor(model, x, y, eq.VectorAction(), precision="float32")
+    with pytest.raises(ValueError, match="eval_dtype must be a floating torch.dtype"):
+        EquivarianceMonitor(model, x, y, eq.VectorAction(), eval_dtype=torch.int64)
+
+
+class _Wrap(torch.nn.Module):
+    """A parameter-free function as a module with one (unused) parameter fixing its dtype."""
+
+    def __init__(self, fn, dtype):
+        super().__init__()
+        self.fn, self.p = fn, torch.nn.Parameter(torch.zeros((), dtype=dtype))
+
+    def forward(self, x, **kw):
+        return self.fn(x)
+
+
 def test_monitor_evaluates_float32_models_in_float64():
     torch.manual_seed(0)
     model = Tiny(dtype=torch.float32)
     x, y, m = toy_data()
-    mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3)
+    mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3,
+                              precision="exact")
     rec = mon.measure(0)
     assert rec["L"] > 0 and next(model.parameters()).dtype == torch.float32
     # float32 data (most users' training data) are converted, and measure the same as float64 data would
     mon32 = EquivarianceMonitor(model, x.float(), y.float(), eq.VectorAction(), every=1, mask=m, extras={"mask": m},
-                                n_elements=3)
+                                n_elements=3, precision="exact")
     assert mon32.x.dtype == mon32.y.dtype == torch.float64
     rec32 = mon32.measure(0)
     ref = EquivarianceMonitor(model, x.float().double(), y.float().double(), eq.VectorAction(), every=1, mask=m,
-                              extras={"mask": m}, n_elements=3).measure(0)
+                              extras={"mask": m}, n_elements=3, precision="exact").measure(0)
     assert rec32["L"] == ref["L"] and rec32["percent"] == ref["percent"]
     with pytest.raises(ValueError, match="floating point"):
         EquivarianceMonitor(model, x.long(), y, eq.VectorAction())
@@ -148,7 +185,7 @@ def test_monitor_float64_copy_follows_training_and_split_matches_subsets():
     x, y, m = toy_data()
     labels = torch.arange(x.shape[0]) % 3
     mon = EquivarianceMonitor(model, x, y, eq.VectorAction(), every=1, mask=m, extras={"mask": m}, n_elements=3,
-                              split=("part", labels), grad_norms=True, seed=5)
+                              split=("part", labels), grad_norms=True, seed=5, precision="exact")
     first = mon.measure(0)
     mon._copy.scale.fill_(0.1)  # as if recomputed in float64 (like e3nn's Wigner-3j tables)
     with torch.no_grad():
