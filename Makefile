@@ -9,11 +9,12 @@ DEVICE  ?= auto
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help venv book chapter test bench clean distclean
+.PHONY: help venv book chapter lab test bench clean distclean
 
 help:
 	@echo "make book                 build the whole book (PROFILE=quick|full, SEED, DEVICE) into _build/html"
 	@echo "make chapter N=01         execute one chapter (cached if unchanged) and re-render"
+	@echo "make lab                  JupyterLab on chapters/ (the .py chapters open as notebooks)"
 	@echo "make test                 run the test suite"
 	@echo "make bench                run the benchmarks in benchmarks/"
 	@echo "make clean                remove build outputs (keeps .venv)"
@@ -36,6 +37,9 @@ book: $(STAMP)
 chapter: $(STAMP)
 	@test -n "$(N)" || (echo "usage: make chapter N=01" && exit 2)
 	$(BIN)/python tools/build_book.py --chapters $(N) --profile $(PROFILE) --seed $(SEED) --device $(DEVICE) --incremental
+
+lab: $(STAMP)
+	$(BIN)/python tools/lab.py $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
