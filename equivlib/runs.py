@@ -17,6 +17,7 @@ configuration gives the same numbers on the same device.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -40,20 +41,36 @@ from .config import ParameterError, check_profile, derived_generator, resolve_de
 from .tasks import check_arch, check_size, check_task, make_model, make_task
 from .training import train
 
-__all__ = ["RunConfig", "Run", "get_run", "train_runs", "default_executor", "checkpoint_steps"]
+__all__ = ["RunConfig", "Run", "get_run", "train_runs", "default_executor", "checkpoint_steps", "source_hash", "code_digest"]
 
 log = logging.getLogger(__name__)
 _FILES = ("config.json", "monitor.csv", "train_log.csv")
 
 
-@functools.lru_cache(maxsize=1)
-def source_hash() -> str:
-    """SHA-256 of equivlib's ``*.py`` files (paths and contents), computed once per process."""
-    root = Path(__file__).resolve().parent
+def code_digest(source: str) -> str:
+    """What a module *does*: its syntax tree without docstrings, comments or layout, as text.
+
+    Docstring, comment and formatting edits leave it unchanged, so they do not
+    retrain cached runs; any change to the code does change it.
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash(root: Path | None = None) -> str:
+    """SHA-256 of equivlib's ``*.py`` files (paths and :func:`code_digest`), computed once per process."""
+    root = Path(__file__).resolve().parent if root is None else Path(root)
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
+        h.update(code_digest(f.read_text(encoding="utf-8")).encode())
     return h.hexdigest()
 
 
@@ -81,7 +98,7 @@ class RunConfig:
     pass over held-out samples x group elements, summed in float64), so 500
     keeps the monitor under 2 % of training time.  Add log-spaced steps through
     ``extra["monitor"]["at"]`` to resolve the early dip.
-    ``arch`` picks the architecture (:data:`equivlib.tasks.ARCHS`; ``"e3nn"`` is
+    ``arch`` picks the architecture (``equivlib.tasks.ARCHS``; ``"e3nn"`` is
     the exactly equivariant force field).  ``n_train`` trains on a seeded random
     subset of that many training examples (default: all).
     """
@@ -127,8 +144,9 @@ class RunConfig:
     def key(self) -> str:
         """``{task}-{size}-{profile}-s{seed}-{hash}``.
 
-        The hash covers the config, equivlib's version and its source code, so
-        a change to the library retrains rather than reusing stale runs.
+        The hash covers the config, equivlib's version and its code
+        (:func:`source_hash`: docstrings and comments excluded), so a change to
+        the library's code retrains rather than reusing stale runs.
         """
         blob = json.dumps({"config": self.to_dict(), "equivlib": __version__, "source": source_hash()},
                           sort_keys=True)

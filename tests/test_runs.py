@@ -7,7 +7,7 @@ import torch
 
 import equivlib.runs as runs
 from equivlib.config import ParameterError
-from equivlib.runs import Run, RunConfig, checkpoint_steps, get_run
+from equivlib.runs import Run, RunConfig, checkpoint_steps, code_digest, get_run, source_hash
 from equivlib.training import train
 
 
@@ -219,3 +219,27 @@ def test_config_rebuilds_its_task_and_monitor_keywords():
     assert task.heldout.x.shape[0] == 3  # the task keyword reached the task; monitor and checkpoints did not
     assert cfg.monitor_kwargs() == {"n_elements": 2, "at": [2, 7]}  # the last step is always evaluated
     assert RunConfig("forces", steps=5).monitor_kwargs() == {"at": [5]}
+
+
+def test_source_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    code = '"""Module doc."""\nimport math\n\n\ndef f(x):\n    """Doc."""\n    return math.sqrt(x)  # a comment\n\n\nclass A:\n    """Doc."""\n'
+    (tmp_path / "m.py").write_text(code)
+    base = source_hash(tmp_path)
+    edits = {
+        "docstrings and comments": code.replace("Module doc.", "Other words.").replace('"""Doc."""', '"""New."""')
+                                       .replace("# a comment", "# another"),
+        "layout": code.replace("return math.sqrt(x)", "return math.sqrt(\n        x)"),
+    }
+    for i, (what, text) in enumerate(edits.items()):
+        d = tmp_path / f"same{i}"
+        d.mkdir()
+        (d / "m.py").write_text(text)
+        assert source_hash(d) == base, what
+    for i, text in enumerate([code.replace("math.sqrt(x)", "math.sqrt(x + 1)"), code.replace("class A", "class B"),
+                              code.replace("import math", "import math\nY = 2")]):
+        d = tmp_path / f"diff{i}"
+        d.mkdir()
+        (d / "m.py").write_text(text)
+        assert source_hash(d) != base, text
+    assert code_digest(code) != code_digest(code + "x = 1\n")
+    assert len(source_hash()) == 64  # equivlib's own tree
