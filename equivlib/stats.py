@@ -7,8 +7,8 @@ from the point estimate::
     ci = sd_ratio_ci(haar_estimates, design_estimates, seed=0)
     verdict(ci.low >= 3)            # "the design cuts the SE at least 3x" holds only if the CI does
 
-The bootstrap is :func:`scipy.stats.bootstrap` (BCa); the slope interval is the usual
-t interval of least squares (:func:`scipy.stats.linregress`); the mean interval is the
+The bootstrap is ``scipy.stats.bootstrap`` (BCa); the slope interval is the usual
+t interval of least squares (``scipy.stats.linregress``); the mean interval is the
 t interval, which for two or three seeds is wide, as it should be.  A correlation
 (:func:`correlation_ci`, Pearson or Spearman) comes as a :class:`Correlation` with its
 Fisher-z interval and p-value.
@@ -126,7 +126,7 @@ def correlation_ci(x, y, *, method: str = "pearson", level: float = 0.95, log: b
     """Pearson or Spearman correlation of ``x`` and ``y`` with a Fisher-z interval.
 
     The estimate and its (two-sided, no-correlation null) p-value are
-    :func:`scipy.stats.pearsonr` / :func:`scipy.stats.spearmanr`; the interval is
+    ``scipy.stats.pearsonr`` / ``scipy.stats.spearmanr``; the interval is
     ``tanh(atanh(r) ± z_q · SE)`` with ``SE = 1/sqrt(n - 3)`` (Pearson) or the
     Bonett–Wright ``SE = sqrt((1 + r²/2) / (n - 3))`` (Spearman; Bonett & Wright 2000,
     Psychometrika 65:23).  ``log=True`` correlates ``log10`` of both (all values must

@@ -65,7 +65,7 @@ def resampling_study(
     repetition for each ``N`` (skipped with ``n_boot=0``).
 
     ``loss_fn`` (a per-sample loss, as in :func:`~equivlib.twirl.decompose_general`)
-    replaces the MSE: the estimates are then :func:`decompose_general`'s plug-in and
+    replaces the MSE: the estimates are then :func:`~equivlib.twirl.decompose_general`'s plug-in and
     second-order corrected ones, and no bootstrap is run.  Padding must contribute
     zero to ``loss_fn`` (zero-padded predictions and targets do for log-cosh); ``mask``
     is not used with it.

@@ -23,7 +23,7 @@ Tasks
   :class:`~equivlib.models.E3ForceField` (species embedding, ``r_max`` 5 Å).
 * ``flow`` — :class:`~equivlib.models.FlowTransformer` flow matching on C-alpha
   traces in nm; the monitor evaluates fixed times ``t`` (default
-  :data:`~equivlib.models.FLOW_TIMES`) with seeded noise, one table row per
+  ``equivlib.models.FLOW_TIMES``) with seeded noise, one table row per
   ``(step, t)``.
 * ``voxels`` — :class:`~equivlib.models.UNet3D` denoiser of Gaussian atom-type
   densities; augmentation is a random rotation of the cube group; monitor: the
@@ -31,7 +31,7 @@ Tasks
 
 Architectures
 -------------
-:func:`make_model` (and :meth:`Task.make_model`) take ``arch``, one of
+:func:`make_model` (and ``Task.make_model``) take ``arch``, one of
 ``ARCHS[task]``: ``"default"`` is the model named above; the forces task also has
 ``"e3nn"``, an :class:`~equivlib.models.E3ForceField` with ``n_species=36``,
 ``r_max=5`` Å and ``avg_neighbors=18`` (mean number of neighbours within 5 Å in
@@ -59,9 +59,9 @@ __all__ = ["TASKS", "MODEL_SIZES", "ARCHS", "TASK_PROFILES", "task_profile", "ch
            "make_model", "make_task", "forces_task", "flow_task", "voxel_task"]
 
 TASKS = ("forces", "flow", "voxels")
-#: The one profile table of each task, ``TASK_PROFILES[task][profile]`` = ``{"data": generation
-#: parameters, "task": what the task builder uses}``; the tables live beside their data sets
-#: (:data:`~equivlib.data.forces.FORCE_PROFILES`, ...), which never import this module.
+#: The one profile table of each task: ``TASK_PROFILES[task][profile]`` holds ``"data"`` (generation
+#: parameters) and ``"task"`` (what the task builder uses); the tables live beside their data sets
+#: (``equivlib.data.FORCE_PROFILES``, ...), which never import this module.
 TASK_PROFILES = {"forces": FORCE_PROFILES, "flow": PROTEIN_PROFILES, "voxels": VOXEL_PROFILES}
 MODEL_SIZES = ("small", "medium", "base")
 
@@ -152,7 +152,7 @@ class Task:
     """One learning task; see the module docstring.
 
     ``data`` is a dict of tensors with a common leading size (what
-    :func:`train` samples minibatches from); ``heldout`` the monitor's set;
+    :func:`~equivlib.training.train` samples minibatches from); ``heldout`` the monitor's set;
     ``monitor_spec`` the default keyword arguments of the monitor.
     """
 
@@ -178,7 +178,7 @@ class Task:
         return make_model(self.name, size, dtype, device, arch=arch)
 
     def batch_transform(self, augment: bool = True) -> Callable:
-        """``(batch, generator) -> batch`` for :func:`train`: prepare, (augment), corrupt."""
+        """``(batch, generator) -> batch``  for :func:`~equivlib.training.train`: prepare, (augment), corrupt."""
         def transform(batch, generator):
             batch = self.prepare(batch, generator)
             if augment:
@@ -444,7 +444,7 @@ _BUILDERS = {"forces": forces_task, "flow": flow_task, "voxels": voxel_task}
 
 
 def make_task(name: str, profile: str = "quick", seed: int = 0, device=None, **kwargs) -> Task:
-    """Build task ``name`` (one of :data:`TASKS`); ``kwargs`` go to its constructor."""
+    """Build task ``name`` (one of ``TASKS``); ``kwargs`` go to its constructor."""
     check_task(name)
     check_profile(profile)
     return _BUILDERS[name](profile, seed, device=device, **kwargs)

@@ -275,6 +275,7 @@ class EquivarianceMonitor:
                     grad_cos_L_Lmean=float(torch.nn.functional.cosine_similarity(gL, grads["L_mean"], dim=0)))
 
     def table(self) -> pd.DataFrame:
+        """The records as a tidy DataFrame: one row per evaluation (with ``split``, per evaluation and label)."""
         return pd.DataFrame(self.records)
 
     def to_csv(self, path) -> None:

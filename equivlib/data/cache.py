@@ -135,7 +135,7 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
 
 
 def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by :func:`save_npz`: ``(arrays, meta)``."""
+    """Read a file written by ``equivlib.data.cache.save_npz``: ``(arrays, meta)``."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -541,7 +541,7 @@ def _versions(method: str) -> dict[str, str]:
 
 def build_forces(profile: str = "quick", seed: int = 0, *, method: str = "gfn2", cache_dir=None,
                  regenerate: bool = False, n_jobs: int = 1, progress: bool = True):
-    """Arrays and metadata of a profile: committed sample, cache, or generated (see :mod:`.cache`)."""
+    """Arrays and metadata of a profile: committed sample, cache, or generated (see ``equivlib.data.cache``)."""
     _check_method(method)
     return load_or_build_profile(
         "forces", profile, seed, FORCE_PROFILES,
@@ -581,7 +581,7 @@ def load_forces(
     method : {"gfn2", "mmff"}
         Label method (GFN2-xTB via tblite, or MMFF94).
     cache_dir : path, optional
-        See :func:`equivlib.data.cache.default_cache_dir`.
+        See :func:`equivlib.data.default_cache_dir`.
     dtype : torch.dtype
         Floating dtype of the returned tensors.
     energy_reference : {"linear", "none"}

@@ -256,7 +256,7 @@ def lennard_jones_clusters(
         Atoms per :math:`\\sigma^3` of the sampling ball.  The default 0.3 gives
         compact clusters (radius about 2.1 sigma for 12 atoms).  Without
         relaxation the force distribution is heavy-tailed, since pairs near
-        ``min_distance`` sit on the repulsive wall: for (6, 12) atoms, |F| has
+        ``min_distance`` sit on the repulsive wall: for (6, 12) atoms, ``|F|`` has
         median about 3, mean about 9 and maximum about 90 epsilon/sigma;
         ``relax_steps=20`` brings the mean to about 2 and the maximum to about 7.
     relax_steps : int

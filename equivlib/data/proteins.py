@@ -361,7 +361,7 @@ def generate_backbones(
 
 def build_backbones(profile: str = "quick", seed: int = 0, *, cache_dir=None, regenerate: bool = False,
                     progress: bool = True):
-    """Arrays and metadata of a profile: committed sample, cache, or generated (see :mod:`.cache`)."""
+    """Arrays and metadata of a profile: committed sample, cache, or generated (see ``equivlib.data.cache``)."""
     return load_or_build_profile("proteins", profile, seed, PROTEIN_PROFILES,
                                  lambda **data: generate_backbones(seed, progress=progress, **data),
                                  format_version=FORMAT_VERSION, cache_dir=cache_dir, regenerate=regenerate)

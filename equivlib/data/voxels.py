@@ -346,7 +346,7 @@ def generate_voxel_molecules(
 
 def build_voxel_molecules(profile: str = "quick", seed: int = 0, *, cache_dir=None, regenerate: bool = False,
                           n_jobs: int = 1, progress: bool = True):
-    """Arrays and metadata of a profile: committed sample, cache, or generated (see :mod:`.cache`)."""
+    """Arrays and metadata of a profile: committed sample, cache, or generated (see ``equivlib.data.cache``)."""
     return load_or_build_profile(
         "voxels", profile, seed, VOXEL_PROFILES,
         lambda **data: generate_voxel_molecules(seed=seed, n_jobs=n_jobs, progress=progress, **data),

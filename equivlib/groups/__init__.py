@@ -1,5 +1,5 @@
-"""Groups, group samples and group actions (one subject per module: :mod:`.so3`, :mod:`.finite`,
-:mod:`.samples`, :mod:`.actions`; every public name is re-exported here).
+"""Groups, group samples and group actions (one subject per module: ``so3``, ``finite``,
+``samples``, ``actions``; every public name is re-exported here).
 
 Conventions
 -----------

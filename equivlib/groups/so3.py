@@ -51,7 +51,7 @@ def haar_so3_numpy(rng: np.random.Generator) -> np.ndarray:
     (Haar on O(3)), then the first column negated when ``det Q = -1``.  The torch
     sampler :func:`haar_so3` draws other rotations from other numbers; this one
     stays because the rotation check stored in every force data set
-    (``meta["rotation_check"]``, see :func:`equivlib.data.forces.generate_forces`) was drawn with it
+    (``meta["rotation_check"]``, see :func:`equivlib.data.generate_forces`) was drawn with it
     from ``np.random.default_rng(derived_seed(seed, 303))``: a regenerated data set
     reproduces that record (to the bit, on the same machine) only with the same rotation.
     """

@@ -9,14 +9,14 @@ grid, is a single tensor call.
 
 Modules, one subject each:
 
-* :mod:`.kernels`: Gaussian kernels (ReLU arc-cosine, erf arcsine), exact and
+* ``kernels``: Gaussian kernels (ReLU arc-cosine, erf arcsine), exact and
   Monte Carlo population losses;
-* :mod:`.reps`: permutation representations of ``S_n``, equivariant bases,
+* ``reps``: permutation representations of ``S_n``, equivariant bases,
   projections, equivariance errors and hidden fixed-point subspaces;
-* :mod:`.slice_problem`: the ``(a, b)`` slice of the paper's Sec. 4, its
+* ``slice_problem``: the ``(a, b)`` slice of the paper's Sec. 4, its
   landscape, gradient descent, minima and basin boundaries;
-* :mod:`.relaxation`: constrained training and the release of the constraint;
-* :mod:`.spherical`: spherical signals with e3nn (App. C.3).
+* ``relaxation``: constrained training and the release of the constraint;
+* ``spherical``: spherical signals with e3nn (App. C.3).
 
 Dense Hessians and Newton steps are in :mod:`equivlib.hessian`.  Every public
 name is re-exported here::

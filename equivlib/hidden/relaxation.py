@@ -150,13 +150,14 @@ def trap_study(ns: Sequence[int], seeds: Sequence[int], *, steps: int, newton_it
 
     Returns
     -------
-    pandas.DataFrame, one row per ``(n, seed)``: ``n``, ``seed``, ``bad half``,
-    ``constrained min`` (positive-definite constrained Hessian, gradient norm below
-    ``1e-8``), ``relative loss``, ``full-Hessian min eig``, ``spurious`` (all three
-    conditions), ``saddle when relaxed`` (negative smallest eigenvalue) and
-    ``reason``: ``"spurious"``, or the first condition that failed (``"left the bad
-    half"``, ``"not a constrained minimum"``, ``"zero loss"``: the bad half holds a
-    global minimum).
+    pandas.DataFrame
+        One row per ``(n, seed)`` with columns ``n``, ``seed``, ``bad half``,
+        ``constrained min`` (positive-definite constrained Hessian, gradient norm below
+        ``1e-8``), ``relative loss``, ``full-Hessian min eig``, ``spurious`` (all three
+        conditions), ``saddle when relaxed`` (negative smallest eigenvalue) and
+        ``reason``, which is ``"spurious"`` or the first condition that failed
+        (``"left the bad half"``, ``"not a constrained minimum"``, or ``"zero loss"``
+        when the bad half holds a global minimum).
     """
     rows = []
     for n in ns:

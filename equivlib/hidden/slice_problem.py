@@ -95,7 +95,7 @@ class SliceProblem:
 
         ``equivariant=True`` promises that ``W`` is equivariant and evaluates the
         kernel only on one representative pair of hidden neurons per orbit
-        (:func:`equivariant_population_loss`); the value is the same, the cost
+        (:func:`~equivlib.hidden.equivariant_population_loss`); the value is the same, the cost
         several times lower.
         """
         if equivariant:
@@ -440,12 +440,13 @@ def seed_study(n: int, seeds: Sequence[int], grid: torch.Tensor, *, steps: int, 
 
     Returns
     -------
-    pandas.DataFrame, one row per seed: ``seed``, ``a*``, ``b*``, ``teacher dist``
-    (from ``a = b``), ``minima in window``, ``bad-half min a``, ``bad-half min b``,
-    ``bad-half dist``, ``bad-half loss``, ``is minimum`` (see :func:`bad_half_minimum`)
-    ``dist ratio`` (bad-half distance over teacher distance) and ``note``: for a
-    seed whose bad-half search did not end at a minimum, why (``"left the bad
-    half"``, ``"not a non-degenerate minimum"``); empty otherwise.
+    pandas.DataFrame
+        One row per seed with columns ``seed``, ``a*``, ``b*``, ``teacher dist``
+        (from ``a = b``), ``minima in window``, ``bad-half min a``, ``bad-half min b``,
+        ``bad-half dist``, ``bad-half loss``, ``is minimum`` (see :func:`bad_half_minimum`),
+        ``dist ratio`` (bad-half distance over teacher distance) and ``note``, which
+        for a seed whose bad-half search did not end at a minimum says why
+        (``"left the bad half"`` or ``"not a non-degenerate minimum"``) and is empty otherwise.
     """
     rows = []
     for seed in seeds:

@@ -80,7 +80,7 @@ class UNet3D(nn.Module):
     Parameters
     ----------
     in_channels : int
-        ``C`` (6 for :data:`equivlib.data.voxels.VOXEL_CHANNELS`).
+        ``C`` (6 for ``equivlib.data.VOXEL_CHANNELS``).
     out_channels : int, optional
         Output channels (default ``in_channels``).
     base_channels : int
