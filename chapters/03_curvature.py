@@ -35,7 +35,7 @@ import pandas as pd
 import seaborn as sns
 
 from equivlib import curvature as cv
-from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
+from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
 from equivlib.config import chapter_setup
 from equivlib.plans import chapter2_runs, chapter3_plan, early_step, spread_steps
 from equivlib.plotting import landscape_panel, new_figure, set_style
@@ -428,6 +428,12 @@ claims = claims_table([
           verdict(formula_err < TOL, yes="holds", no="does not hold")),
 ], claim_header="claim (Shen et al.)")
 glue_claims("ch3-claims", claims)
+glue_headline("ch3", question="Is the equivariance error's landscape better conditioned than the rest of the loss?",
+              answer="κ(L_mean)/κ(L_equiv) at an early checkpoint is "
+              + "; ".join(f"{n} {better[n]['geo_mean']:.2g} (95% CI {better[n]['low']:.2g} to {better[n]['high']:.2g})"
+                          for n in TASK_NAMES)
+              + f", so L_equiv is significantly the better conditioned term on {len(significant)} of {len(TASK_NAMES)} "
+              f"tasks; of the paper's claims: {tally(claims)}.", figure="ch3-kappa-fig")
 glue("ch3-runtime", time.perf_counter() - t_start)
 
 # %% [markdown]

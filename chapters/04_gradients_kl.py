@@ -36,7 +36,7 @@ import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
 from equivlib import kl
-from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
+from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
 from equivlib.config import chapter_setup
 from equivlib.plans import chapter2_runs, chapter4_plan
 from equivlib.plotting import new_figure, set_style
@@ -456,6 +456,13 @@ claims = claims_table([
           verdict(not outside, partly=len(outside) < len(TASK_NAMES), yes="holds", no="does not hold")),
 ], claim_header="claim (Shen et al.)")
 glue_claims("ch4-claims", claims)
+glue_headline("ch4", question="Do the gradients of the equivariance error track its share of the loss, as the "
+              "Kurdyka-Łojasiewicz bound says?",
+              answer=f"The log-log Pearson correlation of loss ratio and gradient ratio over training is "
+              f"{f_r['pearson']:.2f} (95% CI {f_r['pearson_low']:.2f} to {f_r['pearson_high']:.2f}) for forces, "
+              f"{cf.loc['voxels', 'pearson']:.2f} for voxels and {flow_rows['pearson'].min():.2f} to "
+              f"{flow_rows['pearson'].max():.2f} for flow matching; of the paper's claims: {tally(claims)}.",
+              figure="ch4-scatter-fig")
 glue("ch4-runtime", time.perf_counter() - t_start)
 
 # %% [markdown]

@@ -38,7 +38,7 @@ import torch
 import equivlib as eq
 from equivlib import head as hd
 from equivlib import subspace as sp
-from equivlib.book import Claim, claims_table, glue, glue_claims, verdict
+from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
 from equivlib.config import by_profile, chapter_setup
 from equivlib.plans import chapter2_runs
 from equivlib.plotting import new_figure, set_style
@@ -460,6 +460,11 @@ claims = claims_table([
                   no="does not hold")),
 ], claim_header="claim (Shen et al.)")
 glue_claims("ch5-claims", claims)
+glue_headline("ch5", question="Can the equivariance error of the force head be read off its weights alone?",
+              answer=f"With an invariant trunk it is a quadratic form in the weights' distance from the equivariant "
+              f"subspace (identity to {ident_err:.1e}); over training, distance and error correlate with Pearson "
+              f"{pear.text()} and Spearman {spear.text()}; of the paper's claims: {tally(claims)}.",
+              figure="ch5-traj-fig")
 glue("ch5-runtime", time.perf_counter() - t_start)
 
 # %% [markdown]

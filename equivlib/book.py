@@ -1,20 +1,28 @@
-"""Helpers for chapters: glue values, computed verdicts and claims tables.
+"""Helpers for chapters: glue values, computed verdicts, claims tables and the landing page.
 
 Every chapter glues through :func:`glue`, words its verdicts with :func:`verdict`
 and builds its "What reproduced" table with :func:`claims_table` /
 :func:`glue_claims`, so that all chapters report results the same way and a
-verdict always comes from the measured values.
+verdict always comes from the measured values.  :func:`glue_headline` stores a
+chapter's question, computed one-sentence answer and chosen figure; the landing
+page reads them, and every chapter's claims, back from the executed notebooks
+(:func:`read_glue`, :func:`chapter_summaries`, :func:`findings_table`), so that
+nothing is typed twice.
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["glue", "verdict", "Claim", "claims_table", "glue_claims", "CLAIM_COLUMNS"]
+__all__ = ["glue", "verdict", "Claim", "claims_table", "glue_claims", "CLAIM_COLUMNS", "glue_headline", "read_glue",
+           "ChapterSummary", "chapter_summaries", "findings_table", "tally"]
 
 CLAIM_COLUMNS = ("claim", "ours", "verdict")
 
@@ -97,10 +105,138 @@ def claims_table(rows: Iterable[Claim | dict], *, claim_header: str = "claim") -
     return df.rename(columns={"claim": claim_header})
 
 
+def tally(table: pd.DataFrame) -> str:
+    """The verdicts of a claims table counted, most frequent first: ``"4 reproduced, 2 partly"``."""
+    if "verdict" not in table.columns:
+        raise ValueError("tally needs a claims table (from claims_table) with a 'verdict' column")
+    return ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts(sort=True).items())
+
+
+def _glue_json(name: str, value) -> None:
+    """Glue JSON-serialisable data (``application/json``): read back by :func:`read_glue`, never shown."""
+    from IPython.display import JSON
+    from myst_nb import glue as _glue
+
+    _glue(name, JSON(json.loads(json.dumps(value))), display=False)
+
+
 def glue_claims(name: str, table: pd.DataFrame) -> None:
-    """Glue a claims table (from :func:`claims_table`) as an index-free table."""
+    """Glue a claims table (from :func:`claims_table`) as an index-free table.
+
+    Its rows are also glued as data under ``{name}-data`` for the landing page's
+    table of every chapter's claims (:func:`chapter_summaries`).
+    """
     missing = [c for c in CLAIM_COLUMNS[1:] if c not in table.columns]
     if missing:
         raise ValueError(f"glue_claims {name!r}: the table has no column(s) {missing}; build it with claims_table")
     glue(name, table.style.hide(axis="index"))
+    records = table.rename(columns={table.columns[0]: "claim"})[list(CLAIM_COLUMNS)].to_dict("records")
+    _glue_json(f"{name}-data", {"source": str(table.columns[0]), "rows": records})
+
+
+_PREFIX = re.compile(r"^ch\d+$")
+
+
+def glue_headline(prefix: str, *, question: str, answer: str, figure: str) -> None:
+    """What the landing page shows of a chapter, glued as ``{prefix}-headline``.
+
+    ``question`` is what the chapter asks; ``answer`` one sentence built from the
+    chapter's computed values (so it changes when they do); ``figure`` the glue key
+    of one of the chapter's figures, shown small beside the answer.
+    """
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        raise ValueError(f"glue_headline: prefix must look like 'ch1', got {prefix!r}")
+    for what, v in (("question", question), ("answer", answer), ("figure", figure)):
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"glue_headline {prefix!r}: {what} must be a non-empty string, got {v!r}")
+    if not figure.startswith(f"{prefix}-"):
+        raise ValueError(f"glue_headline {prefix!r}: figure {figure!r} is not one of this chapter's glue keys")
+    _glue_json(f"{prefix}-headline", {"question": question, "answer": answer, "figure": figure})
+
+
+_RECORD = "application/papermill.record/"
+
+
+def read_glue(path) -> dict[str, dict]:
+    """Every value glued in an executed notebook: ``{key: {mime type: data}}`` (later glues of a key win)."""
+    import nbformat
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no executed notebook at {path}")
+    nb = nbformat.read(path, as_version=4)
+    found = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            meta = out.get("metadata", {}).get("scrapbook", {})
+            if "name" in meta:
+                prefix = meta.get("mime_prefix", "")
+                found[meta["name"]] = {k[len(prefix):] if k.startswith(prefix) else k: v
+                                       for k, v in out.get("data", {}).items()}
+    return found
+
+
+@dataclass(frozen=True)
+class ChapterSummary:
+    """A chapter as the landing page shows it (read from its executed notebook)."""
+
+    doc: str                 # the notebook's stem, e.g. ``01_loss_decomposition``
+    prefix: str              # its glue prefix, e.g. ``ch1``
+    title: str               # its first heading
+    question: str
+    answer: str
+    figure: str              # the glue key of the chosen figure
+    figure_png: bytes
+    claims: pd.DataFrame     # claim | ours | verdict
+    claims_source: str       # the header of the claim column (whose claims they are)
+
+
+def _title(nb_path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, flags=re.M)
+            if m:
+                return m.group(1).strip()
+    raise ValueError(f"{nb_path.name} has no top-level heading")
+
+
+def chapter_summaries(paths: Iterable) -> list[ChapterSummary]:
+    """One :class:`ChapterSummary` per executed chapter notebook, in the given order.
+
+    Each chapter must have glued one headline (:func:`glue_headline`, key ``chN-headline``),
+    the figure it names, and one claims table (:func:`glue_claims`, key ``chN-claims``);
+    a chapter missing any of them raises ``ValueError`` naming it and the key.
+    """
+    import base64
+
+    out = []
+    for p in map(Path, paths):
+        g = read_glue(p)
+        heads = [k for k in g if k.endswith("-headline") and _PREFIX.match(k[:-len("-headline")])]
+        if len(heads) != 1:
+            raise ValueError(f"{p.name}: expected one glued chN-headline (glue_headline), found {heads}")
+        prefix = heads[0][:-len("-headline")]
+        head = g[heads[0]].get("application/json")
+        claims = g.get(f"{prefix}-claims-data", {}).get("application/json")
+        if head is None or claims is None:
+            raise ValueError(f"{p.name}: {prefix}-headline or {prefix}-claims-data is missing or not JSON "
+                             "(glue them with glue_headline and glue_claims)")
+        fig = g.get(head["figure"], {}).get("image/png")
+        if fig is None:
+            raise ValueError(f"{p.name}: the headline figure {head['figure']!r} is not a glued PNG figure")
+        out.append(ChapterSummary(p.stem, prefix, _title(p), head["question"], head["answer"], head["figure"],
+                                  base64.b64decode(fig), pd.DataFrame(claims["rows"], columns=list(CLAIM_COLUMNS)),
+                                  claims["source"]))
+    return out
+
+
+def findings_table(summaries: Iterable[ChapterSummary]) -> pd.DataFrame:
+    """Every chapter's claims in one table: ``chapter | claim | ours | verdict``."""
+    frames = [s.claims.assign(chapter=s.title)[["chapter", *CLAIM_COLUMNS]] for s in summaries]
+    if not frames:
+        raise ValueError("findings_table needs at least one chapter")
+    return pd.concat(frames, ignore_index=True)
 

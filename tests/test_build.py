@@ -112,3 +112,28 @@ def test_api_reference_covers_every_public_module():
         block = api.split(f".. automodule:: equivlib.{pkg}\n", 1)[1].split("```", 1)[0]
         assert ":imported-members:" in block, pkg  # a package's names are defined in its submodules
     assert "book/api" in (ROOT / "_toc.yml").read_text()
+
+
+def test_landing_page_has_a_section_for_every_chapter():
+    landing = (ROOT / "chapters" / "findings.py").read_text()
+    chapters = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
+    assert chapters and bb.LANDING.name == "findings.py"
+    for ch in chapters:
+        prefix = f"ch{int(ch.name[:2])}"
+        assert f'glue_headline("{prefix}"' in ch.read_text(), ch.name
+        for key in (f"findings-{prefix}-question", f"findings-{prefix}-answer", f"findings-{prefix}-figure",
+                    f"{{doc}}`{ch.stem}`"):
+            assert key in landing, (ch.name, key)
+    assert "root: book/generated/findings" in (ROOT / "_toc.yml").read_text()
+
+
+def test_landing_page_key_follows_every_executed_chapter(sandbox):
+    a, b = write(sandbox, "01_a.py", "x = 1\n"), write(sandbox, "02_b.py", "y = 2\n")
+    with pytest.raises(bb.BuildError, match="landing page reads every chapter: 02_b has not been executed"):
+        (sandbox / "book" / "generated").mkdir(parents=True)
+        (sandbox / "book" / "generated" / "01_a.ipynb").write_text("{}")
+        bb.chapters_hash([a, b])
+    (sandbox / "book" / "generated" / "02_b.ipynb").write_text("{}")
+    first = bb.chapters_hash([a, b])
+    (sandbox / "book" / "generated" / "02_b.ipynb").write_text('{"changed": 1}')
+    assert bb.chapters_hash([a, b]) != first

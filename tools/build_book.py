@@ -36,6 +36,9 @@ GENERATED = ROOT / "book" / "generated"
 CACHE = ROOT / "_build" / "exec-cache"
 SOURCES = ROOT / "_build" / "sources"
 HASHED_TREES = ["equivlib", "data/samples"]
+#: the landing page (the toc's root): the chapters' questions, computed answers, figures and claims, read
+#: from the executed chapters, so it is executed after them and whenever any of them changed
+LANDING = CHAPTERS / "findings.py"
 
 
 class BuildError(RuntimeError):
@@ -64,6 +67,18 @@ def tree_hash() -> str:
             if p.is_file() and "__pycache__" not in p.parts:
                 h.update(str(p.relative_to(ROOT)).encode())
                 h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def chapters_hash(chapters: list[Path]) -> str:
+    """Hash of the executed notebooks of ``chapters`` (what the landing page reads); raises if one is missing."""
+    h = hashlib.sha256()
+    for path in chapters:
+        nb = GENERATED / f"{path.stem}.ipynb"
+        if not nb.is_file():
+            raise BuildError(f"the landing page reads every chapter: {path.stem} has not been executed "
+                             f"(run the whole book, or that chapter)")
+        h.update(nb.read_bytes())
     return h.hexdigest()
 
 
@@ -137,6 +152,7 @@ def toc_notebooks() -> list[Path]:
             for part in e.get("parts", []):
                 walk(part.get("chapters"))
 
+    files.append(toc["root"])
     walk(toc.get("chapters"))
     for part in toc.get("parts", []):
         walk(part.get("chapters"))
@@ -187,6 +203,8 @@ def main(argv=None) -> int:
     lib_hash = tree_hash()
     for path in chapter_files(args.chapters):
         execute(path, params, lib_hash, args.force)
+    common = {k: params[k] for k in ("PROFILE", "SEED", "DEVICE")}  # chapter-specific -p values are not its
+    execute(LANDING, common, lib_hash + chapters_hash(chapter_files(None)), args.force)
     if not args.no_render:
         render(full=not args.incremental)
     print(f"total {time.time() - t0:.1f} s")

@@ -6,10 +6,11 @@ plain text is only an object address) as their cells' text, row by row, so that 
 builds can be compared with ``diff``.
 """
 import html
+import json
 import re
 import sys
 
-import nbformat
+from equivlib.book import read_glue
 
 
 def table_text(markup: str) -> str:
@@ -20,18 +21,15 @@ def table_text(markup: str) -> str:
 
 
 for path in sys.argv[1:]:
-    nb = nbformat.read(path, as_version=4)
     print(f"== {path}")
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                data = {k.replace("application/papermill.record/", ""): v for k, v in out.get("data", {}).items()}
-                text = str(data.get("text/plain", ""))
-                if "image/png" in data:
-                    text = "<figure>"
-                elif "text/markdown" in data:
-                    text = str(data["text/markdown"])
-                elif "text/html" in data and text.startswith("<pandas"):
-                    text = table_text(str(data["text/html"]))
-                print(f"{name:28s} {text}")
+    for name, data in read_glue(path).items():
+        text = str(data.get("text/plain", ""))
+        if "image/png" in data:
+            text = "<figure>"
+        elif "text/markdown" in data:
+            text = str(data["text/markdown"])
+        elif "application/json" in data:
+            text = json.dumps(data["application/json"], ensure_ascii=False)
+        elif "text/html" in data and text.startswith("<pandas"):
+            text = table_text(str(data["text/html"]))
+        print(f"{name:28s} {text}")
