@@ -52,9 +52,7 @@ Writes ``benchmarks/results/monitor-{precision}.json``.  Not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -65,7 +63,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _cli import device_from_args  # noqa: E402
+from _cli import device_from_args, write_results  # noqa: E402
 from equivlib.config import set_deterministic  # noqa: E402
 from equivlib.runs import RunConfig  # noqa: E402
 from equivlib.tasks import TASKS, make_task  # noqa: E402
@@ -211,16 +209,13 @@ def main():
         print(f"[{'PASS' if ok else 'FAIL'}] {n}: {v}")
 
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"monitor-{a.precision}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu_count": os.cpu_count(), "steps": a.steps,
-            "every": a.every, "measure_multiples": a.measure_multiples, "monitor_full": a.monitor_full, "precision": a.precision, "repeats": a.repeats, "batch": a.batch, "size": a.size, "lr": a.lr, "seed": a.seed,
+    meta = {"device": device.type, "cpu_count": os.cpu_count(), "steps": a.steps, "every": a.every,
+            "measure_multiples": a.measure_multiples, "monitor_full": a.monitor_full, "precision": a.precision,
+            "repeats": a.repeats, "batch": a.batch, "size": a.size, "lr": a.lr, "seed": a.seed,
             "load_avg_before": load_before, "load_avg": os.getloadavg()}
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
-    out.write_text(json.dumps({"meta": meta, "rows": rows,
-                               "verdicts": [{"target": n, "pass": ok, "value": v} for n, ok, v in verdicts]},
-                              indent=2, default=str))
+    write_results(out, meta, rows, verdicts)
     print(f"\nwrote {out}  (load average {meta['load_avg'][0]:.2f}; the machine may be shared)")
 
 

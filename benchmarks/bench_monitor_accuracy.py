@@ -23,8 +23,6 @@ Writes ``benchmarks/results/monitor-accuracy.json``.  Not a test.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _cli import write_results  # noqa: E402
 from equivlib.config import set_deterministic  # noqa: E402
 from equivlib.plans import chapter2_runs  # noqa: E402
 from equivlib.runs import get_run  # noqa: E402
@@ -101,14 +100,8 @@ def main():
     print()
     for n, ok, v in verdicts:
         print(f"[{'PASS' if ok else 'FAIL'}] {n}: {v}")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"profile": a.profile, "seed": a.seed, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows,
-                               "verdicts": [{"target": n, "pass": ok, "value": v} for n, ok, v in verdicts]},
-                              indent=2, default=str))
-    print(f"\nwrote {out}")
+    write_results(a.out, {"profile": a.profile, "seed": a.seed}, rows, verdicts)
+    print(f"\nwrote {a.out}")
 
 
 if __name__ == "__main__":
