@@ -461,8 +461,8 @@ claims = claims_table([
 ], claim_header="claim (Shen et al.)")
 glue_claims("ch5-claims", claims)
 glue_headline("ch5", question="Can the equivariance error of the force head be read off its weights alone?",
-              answer=f"With an invariant trunk it is a quadratic form in the weights' distance from the equivariant "
-              f"subspace (identity to {ident_err:.1e}); over training, distance and error correlate with Pearson "
+              answer=f"With an invariant trunk it {'is' if ident_err < TOL else 'is not (to tolerance)'} a quadratic "
+              f"form in the weights' distance from the equivariant subspace (identity to {ident_err:.1e}); over training, distance and error correlate with Pearson "
               f"{pear.text()} and Spearman {spear.text()}; of the paper's claims: {tally(claims)}.",
               figure="ch5-traj-fig")
 glue("ch5-runtime", time.perf_counter() - t_start)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["glue", "verdict", "Claim", "claims_table", "glue_claims", "CLAIM_COLUMNS", "glue_headline", "read_glue",
+__all__ = ["glue", "verdict", "Claim", "claims_table", "glue_claims", "CLAIM_COLUMNS", "GLUE_JSON", "glue_headline", "read_glue",
            "ChapterSummary", "chapter_summaries", "findings_table", "tally"]
 
 CLAIM_COLUMNS = ("claim", "ours", "verdict")
@@ -112,12 +112,24 @@ def tally(table: pd.DataFrame) -> str:
     return ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts(sort=True).items())
 
 
+#: the mime type of data glued for the landing page: a ``+json`` type, so that notebooks store it
+#: as an object under myst_nb's record prefix (nbformat accepts objects only for ``application/...json``)
+GLUE_JSON = "application/vnd.equivlib+json"
+
+
+class _GluedData:
+    def __init__(self, value):
+        self.value = json.loads(json.dumps(value))
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {GLUE_JSON: self.value, "text/plain": json.dumps(self.value, ensure_ascii=False)}
+
+
 def _glue_json(name: str, value) -> None:
-    """Glue JSON-serialisable data (``application/json``): read back by :func:`read_glue`, never shown."""
-    from IPython.display import JSON
+    """Glue JSON-serialisable data (:data:`GLUE_JSON`): read back by :func:`read_glue`, never shown."""
     from myst_nb import glue as _glue
 
-    _glue(name, JSON(json.loads(json.dumps(value))), display=False)
+    _glue(name, _GluedData(value), display=False)
 
 
 def glue_claims(name: str, table: pd.DataFrame) -> None:
@@ -219,8 +231,8 @@ def chapter_summaries(paths: Iterable) -> list[ChapterSummary]:
         if len(heads) != 1:
             raise ValueError(f"{p.name}: expected one glued chN-headline (glue_headline), found {heads}")
         prefix = heads[0][:-len("-headline")]
-        head = g[heads[0]].get("application/json")
-        claims = g.get(f"{prefix}-claims-data", {}).get("application/json")
+        head = g[heads[0]].get(GLUE_JSON)
+        claims = g.get(f"{prefix}-claims-data", {}).get(GLUE_JSON)
         if head is None or claims is None:
             raise ValueError(f"{p.name}: {prefix}-headline or {prefix}-claims-data is missing or not JSON "
                              "(glue them with glue_headline and glue_claims)")

@@ -88,6 +88,7 @@ def write_notebook(path, outputs, title="Chapter one", png=True):
             "output_type": "display_data", "metadata": {"scrapbook": {"name": "ch1-fig", "mime_prefix": RECORD}},
             "data": {RECORD + "image/png": base64.b64encode(buf.getvalue()).decode(), RECORD + "text/plain": "<fig>"}}))
     nb.cells = [nbformat.v4.new_markdown_cell(f"some text\n\n# {title}\n\nmore"), cell]
+    nbformat.validate(nb)  # what the helpers glue must be storable in a notebook (papermill validates each output)
     nbformat.write(nb, path)
     return path
 

@@ -39,6 +39,8 @@ HASHED_TREES = ["equivlib", "data/samples"]
 #: the landing page (the toc's root): the chapters' questions, computed answers, figures and claims, read
 #: from the executed chapters, so it is executed after them and whenever any of them changed
 LANDING = CHAPTERS / "findings.py"
+#: how-to pages (``chapters/guide_*.py``): executed like chapters, after them, and not read by the landing page
+GUIDES = "guide_*.py"
 
 
 class BuildError(RuntimeError):
@@ -203,7 +205,9 @@ def main(argv=None) -> int:
     lib_hash = tree_hash()
     for path in chapter_files(args.chapters):
         execute(path, params, lib_hash, args.force)
-    common = {k: params[k] for k in ("PROFILE", "SEED", "DEVICE")}  # chapter-specific -p values are not its
+    common = {k: params[k] for k in ("PROFILE", "SEED", "DEVICE")}  # chapter-specific -p values are not theirs
+    for path in sorted(CHAPTERS.glob(GUIDES)):
+        execute(path, common, lib_hash, args.force)
     execute(LANDING, common, lib_hash + chapters_hash(chapter_files(None)), args.force)
     if not args.no_render:
         render(full=not args.incremental)

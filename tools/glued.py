@@ -10,7 +10,7 @@ import json
 import re
 import sys
 
-from equivlib.book import read_glue
+from equivlib.book import GLUE_JSON, read_glue
 
 
 def table_text(markup: str) -> str:
@@ -28,8 +28,8 @@ for path in sys.argv[1:]:
             text = "<figure>"
         elif "text/markdown" in data:
             text = str(data["text/markdown"])
-        elif "application/json" in data:
-            text = json.dumps(data["application/json"], ensure_ascii=False)
+        elif GLUE_JSON in data:
+            text = json.dumps(data[GLUE_JSON], ensure_ascii=False)
         elif "text/html" in data and text.startswith("<pandas"):
             text = table_text(str(data["text/html"]))
         print(f"{name:28s} {text}")
