@@ -52,6 +52,7 @@ __all__ = [
     "NonFiniteError",
     "estimate_bytes_per_input",
     "TwirledModel",
+    "CPU_MAX_CHUNK",
 ]
 
 Estimator = Literal["plugin", "unbiased"]
@@ -83,6 +84,8 @@ class _LiveBytes(TorchDispatchMode):
 _BYTES_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _PROBE_MIN_INPUTS = 256  # passes with fewer transformed inputs than this are not probed ...
 _PROBE_MIN_INPUT_MB = 16.0  # ... unless the transformed inputs alone exceed this many MiB (e.g. voxel grids)
+#: on a CPU, the default chunk of :func:`twisted_predictions` holds at most this many transformed inputs
+CPU_MAX_CHUNK = 256
 
 
 def estimate_bytes_per_input(model: Callable, x: torch.Tensor, extras: Mapping | None = None) -> float:
@@ -136,6 +139,7 @@ def twisted_predictions(
     extras: Mapping[str, torch.Tensor] | None = None,
     chunk_size: int | None = None,
     memory_budget_mb: float | None = 1024.0,
+    cpu_max_chunk: int | None = CPU_MAX_CHUNK,
 ) -> torch.Tensor:
     """Twisted predictions ``g⁻¹ f(g x)`` for every sample and group element.
 
@@ -157,7 +161,16 @@ def twisted_predictions(
         pass stays under ``memory_budget_mb`` (estimated by
         :func:`estimate_bytes_per_input` when there are at least 256 transformed
         inputs or they take 16 MiB or more; smaller passes are not split);
-        ``memory_budget_mb=None`` means one pass.
+        ``memory_budget_mb=None`` means no memory limit.
+    cpu_max_chunk : int or None
+        On a CPU, the default chunk also holds at most this many transformed
+        inputs, but never fewer than ``B`` (one group element for every sample, the
+        chunk of a loop over elements), so the batched path never makes more
+        forward passes than that loop.  One very large pass is slower on a CPU than
+        a few smaller ones (cache and allocation): with 512 transformed inputs, two
+        passes of 256 were the fastest for the models measured
+        (``benchmarks/bench_twirl.py`` and the monitor of every quick task).
+        ``None`` removes the cap; on CUDA it does not apply.
 
     Returns
     -------
@@ -183,8 +196,17 @@ def twisted_predictions(
             # probe on one transformed input: validates x against the action before the model runs
             per = estimate_bytes_per_input(model, action_in.apply(g[:1, :1], x[:1])[0], extras)
             chunk_size = max(1, int(memory_budget_mb * 2**20 // per))
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+        if cpu_max_chunk is not None and x.device.type == "cpu":
+            if isinstance(cpu_max_chunk, bool) or not isinstance(cpu_max_chunk, int) or cpu_max_chunk < 1:
+                raise GroupError(f"cpu_max_chunk must be a positive int or None, got {cpu_max_chunk!r}")
+            chunk_size = min(chunk_size, max(cpu_max_chunk, B))
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise GroupError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if chunk_size >= total:  # one pass: every element applied to every sample at once, no gather
+        y = model(action_in.apply(g, x).reshape(total, *x.shape[1:]),
+                  **{k: v.expand(N, *v.shape).reshape(total, *v.shape[1:]) for k, v in extras.items()})
+        Z = action_out.apply_inverse(g, y.reshape(N, B, *y.shape[1:]))
+        return Z.reshape(sample.n_blocks, sample.block_size, B, *Z.shape[2:])
     g_flat = g.reshape(total, *g.shape[2:])
     b_idx = torch.arange(B, device=x.device).repeat(N)  # element e ↔ (n = e // B, b = e % B)
     outs = []
@@ -385,6 +407,9 @@ def _as_floating(t: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor
 
 def _check_finite(Z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> None:
     """Raise :class:`NonFiniteError` naming how many samples hold NaN or inf (targets, twisted predictions)."""
+    if bool(torch.isfinite(Z).all()) and bool(torch.isfinite(y).all()):  # the common case, in two reductions
+        _expand_mask(mask, y)  # still validates the mask's shape
+        return
     B = y.shape[0]
     valid = _expand_mask(mask, y)
     bad_y = ~torch.isfinite(y)

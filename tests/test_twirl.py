@@ -27,6 +27,7 @@ from equivlib.groups import (
 )
 from equivlib.testing import assert_equivariant, equivariance_errors
 from equivlib.twirl import (
+    CPU_MAX_CHUNK,
     Decomposition,
     TwirledModel,
     bootstrap_se,
@@ -323,15 +324,28 @@ def test_chunking_respects_memory_budget(generator):
         Z = twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask}, memory_budget_mb=budget)
     assert calls == [100, 100, 100]
     calls.clear()
-    with torch.no_grad():
-        Z2 = twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask})  # default budget: 1 pass
+    with torch.no_grad():  # default budget, no CPU cap: one pass
+        Z2 = twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask}, cpu_max_chunk=None)
     assert calls == [300]
+    calls.clear()
+    with torch.no_grad():  # the default CPU cap: at most CPU_MAX_CHUNK (256) inputs per pass
+        Z3 = twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask})
+    assert calls == [CPU_MAX_CHUNK, 300 - CPU_MAX_CHUNK]
+    calls.clear()
+    with torch.no_grad():  # never fewer than B inputs per pass (the chunk of a loop over elements)
+        twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask}, cpu_max_chunk=1)
+    assert calls == [3] * 100
+    calls.clear()
+    with pytest.raises(GroupError, match="cpu_max_chunk must be a positive int or None"):
+        twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask}, cpu_max_chunk=0)
+    with pytest.raises(GroupError, match="chunk_size must be a positive int"):
+        twisted_predictions(model, x, sample, VectorAction(), extras={"mask": mask}, chunk_size=True)
     calls.clear()
     small = sample_haar(4, batch=3, generator=generator)  # 12 inputs: never split, never probed
     with torch.no_grad():
         twisted_predictions(model, x, small, VectorAction(), extras={"mask": mask}, memory_budget_mb=1e-9)
     assert calls == [12]
-    assert torch.allclose(Z, Z2, atol=1e-13)
+    assert torch.allclose(Z, Z2, atol=1e-13) and torch.allclose(Z3, Z2, atol=1e-13)
 
 
 def test_few_but_large_inputs_are_probed_and_split():

@@ -52,11 +52,11 @@ class VectorAction(Action):
 
     def apply(self, g, x):
         self._check_data(x, 1)
-        return torch.einsum("mbij,baj->mbai", g.to(x.dtype), x)
+        return torch.matmul(x.unsqueeze(0), g.to(x.dtype).transpose(-1, -2))  # x_a -> R x_a, as rows: x Rᵀ
 
     def apply_inverse(self, g, y):
         self._check_data(y, 2)
-        return torch.einsum("mbji,mbaj->mbai", g.to(y.dtype), y)
+        return torch.matmul(y, g.to(y.dtype))  # y_a -> Rᵀ y_a, as rows: y R
 
 
 class VoxelAction(Action):
