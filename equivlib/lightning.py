@@ -17,7 +17,9 @@ fitting starts, evaluates it at optimiser step 0 and then whenever the trainer's
 ``global_step`` reaches a multiple of ``every`` (or a step in ``at``), and logs
 ``percent``, ``L_equiv``, ``L_mean`` and ``L`` under ``{prefix}/...`` to every
 logger of the trainer, one record per evaluation at the monitor's step, and into
-``trainer.callback_metrics`` (from the first batch on).  The monitor
+``trainer.callback_metrics`` (from the first batch on).  With a ``split``
+monitor (one record per label) the first label's record is logged and all are in
+:meth:`EquivarianceCallback.table`.  Each ``fit`` starts a new monitor.  The monitor
 draws group elements from its own generator and restores the global RNG, so the
 callback does not change the training run.
 """

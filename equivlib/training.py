@@ -122,8 +122,9 @@ class EquivarianceMonitor:
     precision : ``"mixed"`` (default) or ``"exact"``
         ``"mixed"`` runs the model's forward passes in float32 and the sums in
         ``eval_dtype``: 2-8x cheaper on a CPU than a float64 forward, and
-        ``L_equiv`` moves by float32 round-off only (``benchmarks/bench_monitor.py
-        --accuracy`` measures how far across chapter 2's checkpoints).  ``"exact"``
+        ``L_equiv`` moves by float32 round-off only
+        (``benchmarks/bench_monitor_accuracy.py`` measures how far across chapter 2's
+        checkpoints).  ``"exact"``
         runs the forward in ``eval_dtype`` too: for identity checks, and for models
         whose equivariance error is near float32 round-off (an exactly equivariant
         model reads about 1e-13 of its loss in mixed mode, about 1e-30 in exact

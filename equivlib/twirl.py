@@ -166,10 +166,11 @@ def twisted_predictions(
         On a CPU, the default chunk also holds at most this many transformed
         inputs, but never fewer than ``B`` (one group element for every sample, the
         chunk of a loop over elements), so the batched path never makes more
-        forward passes than that loop.  One very large pass is slower on a CPU than
-        a few smaller ones (cache and allocation): with 512 transformed inputs, two
-        passes of 256 were the fastest for the models measured
-        (``benchmarks/bench_twirl.py`` and the monitor of every quick task).
+        forward passes than that loop.  One very large pass can be slower on a CPU
+        than a few smaller ones: with 512 transformed inputs, two passes of 256 were
+        the fastest for the transformer of ``benchmarks/bench_twirl.py`` and for the
+        flow-matching monitor, while the quick force and voxel monitors (128 and 64
+        inputs) cost about the same at any chunk.
         ``None`` removes the cap; on CUDA it does not apply.
 
     Returns
