@@ -42,10 +42,10 @@ import equivlib as eq
 from equivlib.book import glue
 from equivlib.config import by_profile, chapter_setup
 from equivlib.data import lennard_jones_clusters
-from equivlib.lightning import EquivarianceCallback
+from equivlib.lightning import EquivarianceCallback, RotationAugmentedModule
 from equivlib.models import AtomTransformer
 from equivlib.plotting import new_figure, percent_panel, set_style
-from equivlib.training import masked_mse
+from equivlib.training import masked_mse, rotation_augment
 
 t_start = time.perf_counter()
 device, gen = chapter_setup(globals(), known=[])
@@ -80,15 +80,15 @@ model = AtomTransformer(d_model=32, n_layers=2, device=device)
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 monitor = eq.EquivarianceMonitor(model, x_val, y_val, eq.VectorAction(), every=SIZES["every"], at=[1, 2, 5, 10],
                                  extras={"mask": m_val}, mask=m_val, n_elements=8, seed=SEED)
+augment = rotation_augment("x", ("y",))  # one Haar rotation of positions and forces per cluster
 batches = torch.Generator().manual_seed(SEED)
 for step in range(SIZES["steps"] + 1):
     monitor(step)  # evaluates at step 0, 1, 2, 5, 10 and every `every` steps
     if step == SIZES["steps"]:
         break
     idx = torch.randint(len(x), (16,), generator=batches).to(device)
-    R = eq.haar_so3(16, generator=batches, dtype=x.dtype).to(device)  # rotation augmentation
-    xb, yb = x[idx] @ R.transpose(-1, -2), y[idx] @ R.transpose(-1, -2)
-    loss = masked_mse(model(xb, m[idx]), yb, m[idx])
+    b = augment({"x": x[idx], "y": y[idx]}, batches)
+    loss = masked_mse(model(b["x"], m[idx]), b["y"], m[idx])
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -132,25 +132,9 @@ glue("guide-fig-plain", fig)
 # `CSVLogger`.
 
 # %% tags=["hide-input"]
-class ForceModule(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.net = AtomTransformer(d_model=32, n_layers=2)
-
-    def forward(self, positions, mask=None):
-        return self.net(positions, mask)
-
-    def training_step(self, batch, batch_idx):
-        xb, yb, mb = batch
-        R = eq.haar_so3(len(xb), dtype=xb.dtype).to(xb.device)  # rotation augmentation
-        xb, yb = xb @ R.transpose(-1, -2), yb @ R.transpose(-1, -2)
-        return masked_mse(self(xb, mb), yb, mb)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-
 pl.seed_everything(SEED, verbose=False)
+# any LightningModule works; RotationAugmentedModule is equivlib's for per-atom vectors (augmentation + masked MSE)
+module = RotationAugmentedModule(AtomTransformer(d_model=32, n_layers=2), lr=1e-3, seed=SEED)
 callback = EquivarianceCallback(x_val, y_val, eq.VectorAction(), every=SIZES["every"], at=[1, 2, 5, 10],
                                 extras={"mask": m_val}, mask=m_val, n_elements=8, seed=SEED)
 logdir = Path(tempfile.mkdtemp())
@@ -160,7 +144,7 @@ trainer = pl.Trainer(max_steps=SIZES["steps"], accelerator="gpu" if device.type 
                      log_every_n_steps=1)
 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu(), m.cpu()), batch_size=16,
                                      shuffle=True, generator=torch.Generator().manual_seed(SEED))
-trainer.fit(ForceModule(), loader)
+trainer.fit(module, loader)
 
 # read back what the logger wrote (one row per logged step) and compare with the callback's own table
 logged = pd.read_csv(next(logdir.rglob("metrics.csv"))).dropna(subset=["equivariance/percent"])

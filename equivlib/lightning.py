@@ -37,9 +37,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "(or pytorch-lightning)") from exc
 
 from .groups import Action
-from .training import EquivarianceMonitor
+from .training import EquivarianceMonitor, masked_mse, rotation_augment
 
-__all__ = ["EquivarianceCallback", "LOGGED"]
+__all__ = ["EquivarianceCallback", "RotationAugmentedModule", "LOGGED"]
 
 #: the monitor's columns that the callback logs
 LOGGED = ("percent", "L_equiv", "L_mean", "L")
@@ -135,3 +135,39 @@ class EquivarianceCallback(pl.Callback):
     def table(self) -> pd.DataFrame:
         """The monitor's records: one row per evaluation (see :meth:`~equivlib.training.EquivarianceMonitor.table`)."""
         return pd.DataFrame(self.records)
+
+
+class RotationAugmentedModule(pl.LightningModule):
+    """A LightningModule that trains ``net(positions, mask)`` to predict per-atom vectors with augmentation.
+
+    Batches are ``(positions, targets, mask)``: ``(B, atoms, 3)``, ``(B, atoms, 3)``
+    and ``(B, atoms)`` bool.  Every training step rotates positions and targets by
+    one Haar rotation per sample (:func:`~equivlib.training.rotation_augment`, from the
+    module's own generator seeded with ``seed``) and minimises the masked MSE
+    (:func:`~equivlib.training.masked_mse`) with Adam at ``lr``; the loss is logged as
+    ``train_loss``.  ``module(positions, mask)`` is ``net(positions, mask)``.
+    """
+
+    def __init__(self, net: torch.nn.Module, *, lr: float = 1e-3, seed: int = 0):
+        super().__init__()
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        self.net, self.lr = net, float(lr)
+        self.augment = rotation_augment("x", ("y",))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, positions, mask=None):
+        """``net(positions, mask)``."""
+        return self.net(positions, mask)
+
+    def training_step(self, batch, batch_idx):
+        """The masked MSE on the batch rotated by one Haar rotation per sample."""
+        x, y, mask = batch
+        b = self.augment({"x": x, "y": y}, self.generator)
+        loss = masked_mse(self(b["x"], mask), b["y"], mask)
+        self.log("train_loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def configure_optimizers(self):
+        """Adam at ``lr`` over every parameter."""
+        return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -109,3 +109,25 @@ def test_callback_model_of_and_errors():
     bad = callback(model_of=lambda module: "not a module")
     with pytest.raises(TypeError, match="model_of must return an nn.Module"):
         fit([bad], steps=1)
+
+
+def test_rotation_augmented_module_trains_on_rotated_batches():
+    from equivlib.lightning import RotationAugmentedModule
+    from equivlib.training import rotation_augment
+
+    torch.manual_seed(0)
+    net = Net()
+    module = RotationAugmentedModule(net, lr=1e-2, seed=3)
+    x, y, m = data(n=4)
+    assert torch.equal(module(x, m), net(x, m))
+    # the step's loss is the masked MSE on the batch rotated by the module's own seeded generator
+    ref = rotation_augment("x", ("y",))({"x": x, "y": y}, torch.Generator().manual_seed(3))
+    expected = masked_mse(net(ref["x"], m), ref["y"], m)
+    module.log = lambda *a, **k: None  # outside a Trainer
+    got = module.training_step((x, y, m), 0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert got.item() != pytest.approx(masked_mse(net(x, m), y, m).item(), rel=1e-3)  # it did rotate
+    opt = module.configure_optimizers()
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-2
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        RotationAugmentedModule(net, lr=0)
