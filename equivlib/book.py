@@ -169,14 +169,21 @@ def glue_headline(prefix: str, *, question: str, answer: str, figure: str) -> No
 _RECORD = "application/papermill.record/"
 
 
-def read_glue(path) -> dict[str, dict]:
-    """Every value glued in an executed notebook: ``{key: {mime type: data}}`` (later glues of a key win)."""
+def _read_notebook(path):
     import nbformat
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no executed notebook at {path}")
-    nb = nbformat.read(path, as_version=4)
+    return nbformat.read(path, as_version=4)
+
+
+def read_glue(path) -> dict[str, dict]:
+    """Every value glued in an executed notebook: ``{key: {mime type: data}}`` (later glues of a key win)."""
+    return _glued(_read_notebook(path))
+
+
+def _glued(nb) -> dict[str, dict]:
     found = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -203,16 +210,13 @@ class ChapterSummary:
     claims_source: str       # the header of the claim column (whose claims they are)
 
 
-def _title(nb_path: Path) -> str:
-    import nbformat
-
-    nb = nbformat.read(nb_path, as_version=4)
+def _title(nb, name: str) -> str:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             m = re.search(r"^#\s+(.+)$", cell.source, flags=re.M)
             if m:
                 return m.group(1).strip()
-    raise ValueError(f"{nb_path.name} has no top-level heading")
+    raise ValueError(f"{name} has no top-level heading")
 
 
 def chapter_summaries(paths: Iterable) -> list[ChapterSummary]:
@@ -226,7 +230,8 @@ def chapter_summaries(paths: Iterable) -> list[ChapterSummary]:
 
     out = []
     for p in map(Path, paths):
-        g = read_glue(p)
+        nb = _read_notebook(p)
+        g = _glued(nb)
         heads = [k for k in g if k.endswith("-headline") and _PREFIX.match(k[:-len("-headline")])]
         if len(heads) != 1:
             raise ValueError(f"{p.name}: expected one glued chN-headline (glue_headline), found {heads}")
@@ -239,7 +244,7 @@ def chapter_summaries(paths: Iterable) -> list[ChapterSummary]:
         fig = g.get(head["figure"], {}).get("image/png")
         if fig is None:
             raise ValueError(f"{p.name}: the headline figure {head['figure']!r} is not a glued PNG figure")
-        out.append(ChapterSummary(p.stem, prefix, _title(p), head["question"], head["answer"], head["figure"],
+        out.append(ChapterSummary(p.stem, prefix, _title(nb, p.name), head["question"], head["answer"], head["figure"],
                                   base64.b64decode(fig), pd.DataFrame(claims["rows"], columns=list(CLAIM_COLUMNS)),
                                   claims["source"]))
     return out
