@@ -72,15 +72,18 @@ def derived_generator(*values: int | str, device=None) -> torch.Generator:
     return g.manual_seed(derived_seed(*values))
 
 
-def set_threads(n: int | None) -> None:
+def set_threads(n: int | None, *, env: bool = True) -> None:
     """Set torch's intra-op thread count (``None``: leave it); ``EQUIVLIB_THREADS`` overrides ``n``.
 
     On a busy machine small models lose badly to thread contention:
-    ``EQUIVLIB_THREADS=1 make book`` pins every chapter to one thread.
+    ``EQUIVLIB_THREADS=1 make book`` pins every chapter to one thread (``make book``
+    itself sets it to cores / concurrent chapters when it runs chapters side by side).
+    ``env=False`` ignores the variable: a training worker's count is set by whoever
+    sized the pool (:func:`equivlib.runs.train_runs`), not by the chapter's setting.
     """
-    env = os.environ.get("EQUIVLIB_THREADS")
-    if env:
-        n = env
+    value = os.environ.get("EQUIVLIB_THREADS") if env else None
+    if value:
+        n = value
     if n is None:
         return
     try:

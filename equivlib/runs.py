@@ -348,7 +348,7 @@ def _train_in_worker(config: dict, cache_dir: str, device: str, threads: int | N
     """
     from .config import set_deterministic, set_threads
 
-    set_threads(threads)
+    set_threads(threads, env=False)  # the pool's sizing, not the chapter kernel's EQUIVLIB_THREADS
     set_deterministic()
     cfg = RunConfig(**config)
     return cfg.key, get_run(cfg, cache_dir=cache_dir, device=device, progress=False).trained

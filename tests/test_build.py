@@ -127,6 +127,64 @@ def test_landing_page_has_a_section_for_every_chapter():
     assert "root: book/generated/findings" in (ROOT / "_toc.yml").read_text()
 
 
+def test_pages_run_side_by_side_and_after_their_prerequisite(sandbox, monkeypatch):
+    log = sandbox / "log.txt"
+    body = '''
+        # %% tags=["parameters"]
+        PROFILE = "quick"
+        SEED = 0
+        DEVICE = "auto"
+
+        # %%
+        import time
+        with open({log!r}, "a") as f:
+            f.write(f"start {name} {{time.time()}}\\n")
+        time.sleep({sleep})
+        with open({log!r}, "a") as f:
+            f.write(f"end {name} {{time.time()}}\\n")
+        '''
+    pages = [(write(sandbox, f"{n}.py", body.format(log=str(log), name=n, sleep=s)), PARAMS, "h")
+             for n, s in [("01_a", 3), ("02_b", 3), ("03_c", 0)]]
+    monkeypatch.setattr(bb, "AFTER", {"03_c": "02_b"})
+    bb.execute_all(pages, force=True, jobs=2)
+    t = {tuple(line.split()[:2]): float(line.split()[2]) for line in log.read_text().splitlines()}
+    assert t[("start", "02_b")] < t[("end", "01_a")] and t[("start", "01_a")] < t[("end", "02_b")]  # side by side
+    assert t[("start", "03_c")] >= t[("end", "02_b")]  # after its prerequisite
+    with pytest.raises(bb.BuildError, match="--jobs must be >= 1"):
+        bb.execute_all(pages, force=False, jobs=0)
+
+
+def test_a_failing_page_fails_the_parallel_build_after_the_running_ones_finish(sandbox, monkeypatch):
+    ok = write(sandbox, "01_ok.py", '''
+        # %% tags=["parameters"]
+        PROFILE = "quick"
+        SEED = 0
+        DEVICE = "auto"
+
+        # %%
+        import time
+        time.sleep(2)
+        ''')
+    bad = write(sandbox, "02_bad.py", '''
+        # %% tags=["parameters"]
+        PROFILE = "quick"
+        SEED = 0
+        DEVICE = "auto"
+
+        # %%
+        raise ValueError("broken")
+        ''')
+    later = write(sandbox, "03_later.py", "x = 1\n")
+    monkeypatch.setattr(bb, "AFTER", {"03_later": "02_bad"})
+    with pytest.raises(bb.BuildError, match="02_bad.*ValueError: broken"):
+        bb.execute_all([(ok, PARAMS, "h"), (bad, PARAMS, "h"), (later, PARAMS, "h")], force=True, jobs=2)
+    assert (sandbox / "_build/exec-cache/01_ok.json").exists()  # the running page finished and was cached
+    assert not (sandbox / "book/generated/03_later.ipynb").exists()  # nothing started after the failure
+    monkeypatch.setenv("BOOK_JOBS", "0")
+    with pytest.raises(bb.BuildError, match="BOOK_JOBS"):
+        bb.default_jobs()
+
+
 def test_landing_page_key_follows_every_executed_chapter(sandbox):
     a, b = write(sandbox, "01_a.py", "x = 1\n"), write(sandbox, "02_b.py", "y = 2\n")
     with pytest.raises(bb.BuildError, match="landing page reads every chapter: 02_b has not been executed"):

@@ -70,6 +70,8 @@ def test_set_threads(monkeypatch):
         monkeypatch.setenv("EQUIVLIB_THREADS", "2")
         set_threads(1)  # the environment wins
         assert torch.get_num_threads() == 2
+        set_threads(1, env=False)  # unless told to ignore it (a training worker sized by its pool)
+        assert torch.get_num_threads() == 1
         monkeypatch.delenv("EQUIVLIB_THREADS")
         with pytest.raises(ParameterError, match="positive integer"):
             set_threads(0)

@@ -11,7 +11,10 @@ into a notebook, checked for unknown parameters, executed by papermill into
 ``book/generated/NN_name.ipynb`` and checked for error outputs; a failing cell
 stops the build with the chapter and cell named.  Execution is cached: a chapter
 is re-executed only when its source, its parameters, or the library / data
-samples it runs on change.  Rendering runs Jupyter Book with execution off,
+samples it runs on change.  Chapters run side by side (``--jobs``, default: two on a
+machine with two or more cores), each kernel with cores / jobs torch threads; a
+chapter that reads another's cached training runs starts after it (``AFTER``).
+Rendering runs Jupyter Book with execution off,
 warnings as errors, nitpicky, and a full rebuild.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import jupytext
@@ -41,6 +45,9 @@ HASHED_TREES = ["equivlib", "data/samples"]
 LANDING = CHAPTERS / "findings.py"
 #: how-to pages (``chapters/guide_*.py``): executed like chapters, after them, and not read by the landing page
 GUIDES = "guide_*.py"
+#: chapter -> the chapter whose cached training runs it reads: started only after that one finished (run
+#: side by side, both would train the same runs at once, one waiting on the other's cache locks)
+AFTER = {"03_curvature": "02_learning_dynamics", "04_gradients_kl": "02_learning_dynamics"}
 
 
 class BuildError(RuntimeError):
@@ -142,6 +149,55 @@ def execute(path: Path, params: dict, lib_hash: str, force: bool) -> bool:
     return True
 
 
+def default_jobs() -> int:
+    """Chapters executed at once: ``BOOK_JOBS`` if set, else 2 on a machine with two or more cores.
+
+    Two kernels overlap what one leaves idle (imports, kernel start-up, single-threaded
+    Python, a training pool's tail); more than two mostly contend.
+    """
+    env = os.environ.get("BOOK_JOBS")
+    if env is not None:
+        if not env.isdigit() or int(env) < 1:
+            raise BuildError(f"BOOK_JOBS must be a positive integer, got {env!r}")
+        return int(env)
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def execute_all(pages: list[tuple[Path, dict, str]], force: bool, jobs: int) -> None:
+    """Execute ``(path, params, lib_hash)`` pages, up to ``jobs`` at once, each after its ``AFTER`` prerequisite.
+
+    Prerequisites start first (they hold up the most), the rest in the given order.
+    The first failure stops new starts; the ones running finish, then it is raised.
+    """
+    if jobs < 1:
+        raise BuildError(f"--jobs must be >= 1, got {jobs}")
+    stems = {p.stem for p, _, _ in pages}
+    needed = {AFTER[s] for s in stems if s in AFTER and AFTER[s] in stems}
+    pending = sorted(pages, key=lambda page: page[0].stem not in needed)  # stable: otherwise the given order
+    done: set[str] = set()
+    running: dict = {}
+    failure = None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while (pending and failure is None) or running:
+            while failure is None and len(running) < jobs:
+                ready = next((pg for pg in pending if AFTER.get(pg[0].stem) not in stems - done), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                running[pool.submit(execute, ready[0], ready[1], ready[2], force)] = ready[0].stem
+            if not running:
+                raise BuildError(f"AFTER has a cycle among {[pg[0].stem for pg in pending]}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                stem = running.pop(fut)
+                if fut.exception() is not None:
+                    failure = failure or fut.exception()
+                else:
+                    done.add(stem)
+    if failure is not None:
+        raise failure
+
+
 def toc_notebooks() -> list[Path]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = []
@@ -193,6 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="re-execute even if cached")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--incremental", action="store_true", help="incremental render (default: full rebuild)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="chapters executed at once (default: BOOK_JOBS, else 2 on two or more cores)")
     args = ap.parse_args(argv)
     params = {"PROFILE": args.profile, "SEED": args.seed, "DEVICE": args.device}
     for kv in args.param:
@@ -201,13 +259,15 @@ def main(argv=None) -> int:
         k, v = kv.split("=", 1)
         params[k] = yaml.safe_load(v)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs > 1 and not os.environ.get("EQUIVLIB_THREADS"):  # kernels side by side share the cores
+        os.environ["EQUIVLIB_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     t0 = time.time()
     lib_hash = tree_hash()
-    for path in chapter_files(args.chapters):
-        execute(path, params, lib_hash, args.force)
     common = {k: params[k] for k in ("PROFILE", "SEED", "DEVICE")}  # chapter-specific -p values are not theirs
-    for path in sorted(CHAPTERS.glob(GUIDES)):
-        execute(path, common, lib_hash, args.force)
+    pages = [(path, params, lib_hash) for path in chapter_files(args.chapters)]
+    pages += [(path, common, lib_hash) for path in sorted(CHAPTERS.glob(GUIDES))]
+    execute_all(pages, args.force, jobs)
     execute(LANDING, common, lib_hash + chapters_hash(chapter_files(None)), args.force)
     if not args.no_render:
         render(full=not args.incremental)
