@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 import uuid
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,12 +383,14 @@ def default_executor(max_workers: int | None = None, device=None) -> Executor | 
 
 
 def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_build/runs", device=None,
-               threads_per_worker: int | None = None, progress: bool = True) -> list[Run]:
+               threads_per_worker: int | None = None, progress: bool = True, poll: float = 2.0) -> list[Run]:
     """Every run of ``configs``: the missing ones trained concurrently through ``executor``, then all loaded.
 
-    ``executor`` is any :class:`concurrent.futures.Executor` whose workers share
-    ``cache_dir`` (a process pool, ``submitit``'s ``AutoExecutor`` for a SLURM
-    cluster, a ``dask.distributed`` client's ``get_executor()``); ``"auto"`` makes
+    ``executor`` is anything with ``submit(fn, *args)`` whose workers share
+    ``cache_dir``: a :class:`concurrent.futures.Executor` (a process pool, a
+    ``dask.distributed`` client's ``get_executor()``), or ``submitit``'s
+    ``AutoExecutor`` for a SLURM cluster, whose jobs are not futures (they are
+    polled through ``done()`` every ``poll`` seconds); ``"auto"`` makes
     :func:`default_executor` (and shuts it down afterwards); ``None`` trains one
     after another here.  The cache is the meeting point: each configuration is
     trained under a lock on its cache entry, written to a temporary folder and
@@ -428,7 +430,7 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_b
                    for c in missing}
         bar = tqdm(total=len(futures), desc="training runs", disable=not progress, mininterval=2)
         errors = []
-        for fut in as_completed(futures):
+        for fut in _as_completed(list(futures), poll):
             bar.update()
             exc = fut.exception()
             if exc is not None:
@@ -437,6 +439,28 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_b
         if errors:
             raise RuntimeError(f"{len(errors)} of {len(futures)} runs failed:\n  " + "\n  ".join(errors))
     return [get_run(c, cache_dir=cache_dir, device=dev, progress=progress) for c in configs]
+
+
+def _as_completed(jobs: list, poll: float):
+    """Yield each of ``jobs`` as it finishes: futures through :func:`as_completed`, others (submitit jobs) by
+    polling their ``done()`` every ``poll`` seconds."""
+    if all(isinstance(j, Future) for j in jobs):
+        yield from as_completed(jobs)
+        return
+    for j in jobs:
+        if not (callable(getattr(j, "done", None)) and callable(getattr(j, "exception", None))):
+            raise ParameterError(f"the executor's submit returned a {type(j).__name__}, which has no done() and "
+                                 "exception(): pass a concurrent.futures.Executor or a submitit executor")
+    if not poll > 0:
+        raise ParameterError(f"poll must be > 0 seconds, got {poll!r}")
+    left = list(jobs)
+    while left:
+        finished = [j for j in left if j.done()]
+        for j in finished:
+            left.remove(j)
+            yield j
+        if left and not finished:
+            time.sleep(poll)
 
 
 _SIZE_COST = {"small": 1.0, "medium": 3.0, "base": 10.0}

@@ -171,6 +171,56 @@ def test_a_killed_worker_leaves_nothing_trusted_and_releases_its_lock(tmp_path):
     assert not list(tmp_path.glob(f".{cfg.key}.tmp-*"))  # the dead worker's temporary folder is cleared
 
 
+def _two_configs():
+    return [RunConfig("forces", steps=4, eval_every=2), RunConfig("forces", steps=4, eval_every=2, seed=1)]
+
+
+def _same_numbers_as_here(fanned, tmp_path):
+    """Runs trained elsewhere (loaded here) carry the numbers of the same configurations trained here."""
+    assert not any(r.trained for r in fanned)
+    here = runs.train_runs([r.config for r in fanned], cache_dir=tmp_path / "here", progress=False)
+    for a, b in zip(fanned, here):
+        assert a.log["loss"].tolist() == b.log["loss"].tolist()
+        assert a.monitor["percent"].tolist() == b.monitor["percent"].tolist()
+
+
+def test_train_runs_through_submitit_jobs(tmp_path):
+    """submitit's jobs are not futures: train_runs polls them (LocalExecutor: the SLURM code path, run locally)."""
+    import submitit
+
+    ex = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    ex.update_parameters(timeout_min=10)
+    cfgs = _two_configs()
+    fanned = runs.train_runs(cfgs, executor=ex, cache_dir=tmp_path / "runs", progress=False, poll=0.2,
+                             threads_per_worker=torch.get_num_threads())
+    assert [r.config.key for r in fanned] == [c.key for c in cfgs]
+    _same_numbers_as_here(fanned, tmp_path)
+    bad = RunConfig("forces", steps=2, eval_every=2, n_train=10**6)  # more examples than the data has
+    with pytest.raises(RuntimeError, match=rf"(?s)1 of 1 runs failed:\n  {bad.key}: .*n_train=1000000 exceeds"):
+        runs.train_runs([bad], executor=ex, cache_dir=tmp_path / "runs", progress=False, poll=0.2)
+    with pytest.raises(ParameterError, match="poll"):
+        runs.train_runs([cfgs[0].replace(seed=2)], executor=ex, cache_dir=tmp_path / "runs", progress=False, poll=0)
+
+
+def test_train_runs_through_a_dask_cluster(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        fanned = runs.train_runs(_two_configs(), executor=client.get_executor(), cache_dir=tmp_path / "runs",
+                                 progress=False, threads_per_worker=torch.get_num_threads())
+    _same_numbers_as_here(fanned, tmp_path)
+
+
+def test_an_executor_returning_no_jobs_is_refused(tmp_path):
+    class _Odd:
+        def submit(self, fn, *args):
+            return 42
+
+    with pytest.raises(ParameterError, match="submit returned a int"):
+        runs.train_runs(_two_configs()[:1], executor=_Odd(), cache_dir=tmp_path, progress=False)
+
+
 def test_default_executor_and_bad_input(monkeypatch, tmp_path):
     monkeypatch.setenv("EQUIVLIB_WORKERS", "1")
     assert runs.default_executor() is None
