@@ -8,7 +8,7 @@ The pieces most users need::
 from . import config, curves, groups, twirl
 from .groups import (
     GroupSample, VectorAction, VoxelAction, IrrepsAction, PermutationAction,
-    haar_so3, sample_haar, sample_design, sample_finite, exhaustive,
+    haar_so3, sample_haar, sample_design, sample_sobol, sample_finite, exhaustive,
     cube_group, cube_subset16, element_indices, tetrahedral_group, octahedral_group, icosahedral_group, symmetric_group,
 )
 from .twirl import Decomposition, NonFiniteError, TwirledModel, bootstrap_se, decompose, decompose_general, \
@@ -18,7 +18,7 @@ from .latents import LatentSimilarity, latent_similarity, latent_study
 
 __all__ = [
     "config", "curves", "groups", "twirl", "GroupSample", "VectorAction", "VoxelAction", "IrrepsAction",
-    "PermutationAction", "haar_so3", "sample_haar", "sample_design", "sample_finite", "exhaustive",
+    "PermutationAction", "haar_so3", "sample_haar", "sample_design", "sample_sobol", "sample_finite", "exhaustive",
     "cube_group", "cube_subset16", "element_indices", "tetrahedral_group", "octahedral_group", "icosahedral_group",
     "symmetric_group", "Decomposition", "NonFiniteError", "TwirledModel", "bootstrap_se", "decompose", "decompose_general",
     "decompose_model", "twirled_prediction", "twisted_predictions", "EquivarianceMonitor", "masked_mse", "train",

@@ -19,8 +19,8 @@ from .groups import Action, GroupSample, element_indices, exhaustive
 from .training import float64_copy
 from .twirl import TwirledModel, bootstrap_se, decompose, decompose_general, decompose_model, twisted_predictions
 
-__all__ = ["identity_check", "resampling_study", "ratio_bias", "scheme_study", "twirled_inference_study",
-           "checkpoint_split_study", "CheckpointSplit", "sweep_table"]
+__all__ = ["identity_check", "resampling_study", "ratio_bias", "scheme_study", "se_ratio_table",
+           "twirled_inference_study", "checkpoint_split_study", "CheckpointSplit", "sweep_table"]
 
 
 def _summ(d) -> dict:
@@ -156,6 +156,51 @@ def scheme_study(
                 d = decompose(Z, y, s, mask=mask, estimator="unbiased")
                 rows.append({"scheme": name, "N": s.n_elements, "rep": rep, **_summ(d)})
     return pd.DataFrame(rows)
+
+
+def se_ratio_table(schemes: pd.DataFrame, kinds: Mapping[str, str], reference: str, *, seed: int,
+                   column: str = "L_equiv") -> pd.DataFrame:
+    """Standard error of each kind of sample at each ``N``, and its gain over ``reference`` with an interval.
+
+    ``schemes`` is :func:`scheme_study`'s table; ``kinds`` maps each of its scheme names
+    to a kind (e.g. ``"independent Haar"``, ``"rotated design ×2"``), ``reference`` is the
+    kind every other is compared with.  One row per ``N``: the SE (spread over the
+    repetitions) of ``column`` and of the percent per kind, and for every other kind
+    ``"<kind>: SE ratio"`` = SE(reference) / SE(kind) with its 95 % BCa interval
+    (:func:`~equivlib.stats.sd_ratio_ci`, seeded from ``seed`` and ``N``; ``inf`` when
+    the kind's estimates do not vary at all).  ``NaN`` where a kind has no sample at that ``N``.
+    """
+    from .config import ParameterError, derived_seed
+    from .stats import sd_ratio_ci
+
+    missing = sorted(set(schemes["scheme"]) - set(kinds))
+    if missing:
+        raise ParameterError(f"no kind given for the schemes {missing}")
+    if reference not in set(kinds.values()):
+        raise ParameterError(f"reference kind {reference!r} is none of {sorted(set(kinds.values()))}")
+    df = schemes.assign(kind=schemes["scheme"].map(kinds))
+    others = [k for k in dict.fromkeys(kinds.values()) if k != reference]
+    rows = []
+    for n, at_n in df.groupby("N"):
+        row = {"N": int(n)}
+        by_kind = {k: g for k, g in at_n.groupby("kind")}
+        for k in [reference, *others]:
+            g = by_kind.get(k)
+            row[f"{k}: SE"] = float(g[column].std(ddof=1)) if g is not None else np.nan
+            row[f"{k}: SE of percent"] = float(g["percent"].std(ddof=1)) if g is not None else np.nan
+        ref = by_kind.get(reference)
+        for k in others:
+            g = by_kind.get(k)
+            ratio = lo = hi = np.nan
+            if g is not None and ref is not None:
+                if np.std(g[column]) == 0:
+                    ratio = lo = hi = np.inf
+                else:
+                    ci = sd_ratio_ci(ref[column], g[column], seed=derived_seed(seed, f"se-ratio-{k}-{n}"))
+                    ratio, lo, hi = ci.estimate, ci.low, ci.high
+            row.update({f"{k}: SE ratio": ratio, f"{k}: 95% CI low": lo, f"{k}: 95% CI high": hi})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("N")
 
 
 def twirled_inference_study(

@@ -5,7 +5,8 @@ import torch
 from equivlib.data import lennard_jones_clusters, lennard_jones_forces
 from equivlib.groups import (VectorAction, cube_group, exhaustive, sample_design, sample_haar,
                              tetrahedral_group)
-from equivlib.studies import ratio_bias, resampling_study, scheme_study, twirled_inference_study
+from equivlib.config import ParameterError
+from equivlib.studies import ratio_bias, resampling_study, scheme_study, se_ratio_table, twirled_inference_study
 from equivlib.training import log_cosh
 from equivlib.twirl import decompose, decompose_general
 
@@ -122,6 +123,25 @@ def test_scheme_study_estimates_agree_on_a_non_equivariant_model(clusters):
     assert (stats["mean"] > 0.1).all()
     gap = abs(stats["mean"].iloc[0] - stats["mean"].iloc[1])
     assert gap < 4 * (stats["std"] ** 2 / 6).sum() ** 0.5  # both unbiased for the same quantity
+
+
+def test_se_ratio_table_compares_every_kind_with_the_reference(clusters):
+    x, y, m = clusters
+    samplers = {**SAMPLERS, "Haar 12": lambda B, g: sample_haar(12, batch=B, generator=g)}
+    kinds = {"tetrahedral ×2": "design", "Haar 24": "Haar", "Haar 12": "Haar"}
+    table = scheme_study(skewed, x, y, VectorAction(), samplers, 8, generator=torch.Generator().manual_seed(2),
+                         extras={"mask": m}, mask=m)
+    t = se_ratio_table(table, kinds, "Haar", seed=0)
+    assert list(t.index) == [12, 24]
+    sd = table.groupby("scheme")["L_equiv"].std()
+    assert t.loc[24, "Haar: SE"] == pytest.approx(sd["Haar 24"]) and t.loc[24, "design: SE"] == pytest.approx(sd["tetrahedral ×2"])
+    assert t.loc[24, "design: SE ratio"] == pytest.approx(sd["Haar 24"] / sd["tetrahedral ×2"])
+    assert t.loc[24, "design: 95% CI low"] < t.loc[24, "design: SE ratio"] < t.loc[24, "design: 95% CI high"]
+    assert t.loc[12, ["design: SE", "design: SE ratio"]].isna().all()  # no design with 12 elements
+    with pytest.raises(ParameterError, match="no kind given"):
+        se_ratio_table(table, {"Haar 24": "Haar"}, "Haar", seed=0)
+    with pytest.raises(ParameterError, match="reference kind"):
+        se_ratio_table(table, kinds, "Sobol", seed=0)
 
 
 def test_twirled_inference_study_exhaustive_twirl_is_exactly_equivariant(clusters):

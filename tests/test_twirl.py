@@ -22,6 +22,7 @@ from equivlib.groups import (
     sample_design,
     sample_finite,
     sample_haar,
+    sample_sobol,
     symmetric_group,
     tetrahedral_group,
 )
@@ -488,7 +489,10 @@ def test_estimators_unbiased_by_resampling(generator):
         assert torch.allclose(res["plugin"]["L"], res["unbiased"]["L"], atol=1e-12)
 
 
-def test_design_estimator_unbiased(generator):
+@pytest.mark.parametrize("draw", [lambda B, g: sample_design(tetrahedral_group(), 2, batch=B, generator=g),
+                                  lambda B, g: sample_sobol(8, 3, batch=B, generator=g)],
+                         ids=["tetrahedral x2", "sobol 3x8"])
+def test_design_estimator_unbiased(generator, draw):
     B, n_rep = 2, 400
     model = AtomMLP(seed=5, hidden=16)
     x = torch.randn(B, 4, 3, dtype=F64, generator=generator)
@@ -501,23 +505,51 @@ def test_design_estimator_unbiased(generator):
         per = ((Zr - mu) ** 2).flatten(2).sum(-1) / D  # (20000, B)
         ref_equiv, ref_se = per.mean(0), per.std(0) / math.sqrt(len(per))
         ref_mean = ((mu - y) ** 2).flatten(1).sum(-1) / D
-        # many independent turned tetrahedral designs, K = 2 copies each, packed into the batch axis
+        # many independent samples of independent blocks, packed into the batch axis
         xr, yr = x.repeat(n_rep, 1, 1), y.repeat(n_rep, 1, 1)
-        s = sample_design(tetrahedral_group(), 2, batch=B * n_rep, generator=generator)
+        s = draw(B * n_rep, generator)
         Z = twisted_predictions(model, xr, s, VectorAction())
     d = decompose(Z, yr, s)
     Le, Lm = d.L_equiv.reshape(n_rep, B), d.L_mean.reshape(n_rep, B)
     se = (Le.std(0) ** 2 / n_rep + ref_se**2).sqrt()
     assert ((Le.mean(0) - ref_equiv).abs() < 4 * se).all(), (Le.mean(0), ref_equiv, se)
-    # L_mean: reference error of ||mu - y||² is ~ 2|mu - y| |δmu|, small compared with the design spread
+    # L_mean: reference error of ||mu - y||² is ~ 2|mu - y| |δmu|, small compared with the sample's spread
     se_m = Lm.std(0) / math.sqrt(n_rep) + 2 * ref_se
     assert ((Lm.mean(0) - ref_mean).abs() < 4 * se_m).all(), (Lm.mean(0), ref_mean, se_m)
     # a design has lower variance than the same number of iid rotations
-    s_iid = sample_haar(24, batch=B * n_rep, generator=generator)
+    if s.block_size == 12:
+        s_iid = sample_haar(s.n_elements, batch=B * n_rep, generator=generator)
+        with torch.no_grad():
+            Zi = twisted_predictions(model, xr, s_iid, VectorAction())
+        Le_iid = decompose(Zi, yr, s_iid).L_equiv.reshape(n_rep, B)
+        assert (Le.std(0) < Le_iid.std(0)).all()
+
+
+def test_two_tetrahedral_copies_twirl_an_escaip_head_exactly(generator):
+    """Chapter 1's proposition: an invariant trunk with a linear head has twisted predictions of Wigner degree
+    <= 2, so two turned tetrahedral copies give L, L_mean and L_equiv exactly, draw after draw."""
+    from equivlib.models import EScAIPForceField
+
+    torch.manual_seed(0)
+    model = EScAIPForceField(d_model=8, n_layers=1, n_heads=2, dtype=F64).eval()
+    x = 1.5 * torch.randn(3, 5, 3, dtype=F64, generator=generator)
+    y = torch.randn(3, 5, 3, dtype=F64, generator=generator)
     with torch.no_grad():
-        Zi = twisted_predictions(model, xr, s_iid, VectorAction())
-    Le_iid = decompose(Zi, yr, s_iid).L_equiv.reshape(n_rep, B)
-    assert (Le.std(0) < Le_iid.std(0)).all()
+        exact = decompose(twisted_predictions(model, x, sample_haar(4000, generator=generator), VectorAction()),
+                          y, "iid")
+        draws = [decompose(twisted_predictions(model, x, s, VectorAction()), y, s)
+                 for s in (sample_design(tetrahedral_group(), 2, batch=3, generator=generator) for _ in range(5))]
+    Le = torch.stack([d.L_equiv for d in draws])
+    assert (Le.std(0) < 1e-12 * Le.mean(0)).all()  # no spread at all across draws
+    assert (Le.mean(0) > 1e-3 * torch.stack([d.L for d in draws]).mean(0)).all()  # and far from equivariant
+    assert ((Le[0] - exact.L_equiv).abs() < 4 * exact.L_equiv / 4000 ** 0.5 * 3).all()  # the Haar value, up to MC error
+    # the proposition needs the head's form: an elementwise cube has twisted predictions of degree 4 in g
+    cubic = lambda p: p**3  # noqa: E731
+    with torch.no_grad():
+        draws = [decompose(twisted_predictions(cubic, x, s, VectorAction()), y, s)
+                 for s in (sample_design(tetrahedral_group(), 2, batch=3, generator=generator) for _ in range(5))]
+    Lc = torch.stack([d.L_equiv for d in draws])
+    assert (Lc.std(0) > 1e-6 * Lc.mean(0)).all()
 
 
 # --------------------------------------------------------------------------- bootstrap

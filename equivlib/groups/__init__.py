@@ -13,9 +13,10 @@ Conventions
   ``"iid"``
       independent uniform draws (Haar on SO(3), or uniform on a finite group);
   ``"design"``
-      ``K`` independent copies of a finite rotation group, each turned by its own
-      Haar rotation (``R_k g`` for ``g`` in the group).  Every element is Haar
-      distributed but the elements of one copy are dependent;
+      ``K`` independent blocks of dependent elements, each element Haar distributed:
+      copies of a finite rotation group, each turned by its own Haar rotation
+      (``R_k g`` for ``g`` in the group, :func:`sample_design`), or independently
+      scrambled Sobol' nets mapped to SO(3) (:func:`sample_sobol`);
   ``"exhaustive"``
       every element of a finite group exactly once: the twirl is exact.
 
@@ -33,7 +34,7 @@ from .finite import (
     cube_group, cube_rotation_classes, cube_subset16, element_indices, generate_group, icosahedral_group,
     octahedral_group, permutation_matrices, symmetric_group, tetrahedral_group,
 )
-from .samples import GroupSample, exhaustive, sample_design, sample_finite, sample_haar
+from .samples import GroupSample, exhaustive, sample_design, sample_finite, sample_haar, sample_sobol
 from .so3 import GroupError, check_rotations, haar_so3, haar_so3_numpy, quaternion_to_matrix
 
 __all__ = [*so3.__all__, *finite.__all__, *samples.__all__, *actions.__all__]

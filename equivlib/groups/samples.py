@@ -4,14 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 
-from .so3 import GroupError, check_rotations, haar_so3
+from .so3 import GroupError, check_rotations, haar_so3, quaternion_to_matrix
 
 if TYPE_CHECKING:
     from .actions import Action
 
-__all__ = ["GroupSample", "sample_haar", "sample_design", "sample_finite", "exhaustive"]
+__all__ = ["GroupSample", "sample_haar", "sample_design", "sample_sobol", "sample_finite", "exhaustive"]
 
 
 Scheme = Literal["iid", "design", "exhaustive"]
@@ -124,6 +125,49 @@ def sample_design(group: torch.Tensor, n_copies: int, *, batch: int | None = Non
     turn = haar_so3(n_copies, 1, B, generator=generator, dtype=torch.float64)
     G = group.to(torch.float64)[None, :, None]
     return GroupSample((turn @ G).to(dtype=dtype, device=device), "design")
+
+
+def sobol_rotations(m: int, n_scrambles: int, rng) -> torch.Tensor:
+    """``n_scrambles`` independently scrambled Sobol' nets of ``m`` rotations: ``(n_scrambles, m, 3, 3)``, float64.
+
+    Owen-scrambled Sobol' points in ``[0, 1)³`` (:class:`scipy.stats.qmc.Sobol`) go to unit
+    quaternions by Shoemake's map
+    ``(√(1-u₁) sin 2πu₂, √(1-u₁) cos 2πu₂, √u₁ sin 2πu₃, √u₁ cos 2πu₃)``, which carries the
+    uniform measure on the cube to the uniform measure on S³, hence to Haar on SO(3).  Each
+    scrambled point is uniform on the cube, so every rotation is Haar distributed; the points
+    of one net are spread far more evenly than independent ones.  ``m`` must be a power of
+    two (a Sobol' net's balance holds only then); ``rng`` is a NumPy generator.
+    """
+    from scipy.stats import qmc
+
+    if not isinstance(m, int) or m < 1 or m & (m - 1):
+        raise GroupError(f"a Sobol' block needs a power of two of rotations, got {m!r}")
+    u = np.stack([qmc.Sobol(3, scramble=True, seed=rng).random_base2(m.bit_length() - 1)
+                  for _ in range(n_scrambles)])
+    u1, a, b = u[..., 0], 2 * np.pi * u[..., 1], 2 * np.pi * u[..., 2]
+    q = np.stack([np.sqrt(1 - u1) * np.sin(a), np.sqrt(1 - u1) * np.cos(a), np.sqrt(u1) * np.sin(b),
+                  np.sqrt(u1) * np.cos(b)], -1)
+    return quaternion_to_matrix(torch.from_numpy(q))
+
+
+def sample_sobol(m: int, n_blocks: int = 2, *, batch: int | None = None, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float64, device=None) -> GroupSample:
+    """``n_blocks`` independent randomised quasi-Monte Carlo blocks of ``m`` rotations each (``N = n_blocks·m``).
+
+    Each block is an independently scrambled Sobol' net mapped to SO(3)
+    (:func:`sobol_rotations`): every element is Haar distributed and the blocks are
+    independent, so the block estimators of :func:`~equivlib.twirl.decompose` stay
+    unbiased (the sample's scheme is ``"design"``: independent blocks of dependent
+    elements).  ``m`` must be a power of two; ``n_blocks >= 2`` for unbiased estimates.
+    The scrambles are seeded from ``generator``, so a seed gives the same rotations.
+    """
+    if not isinstance(n_blocks, int) or n_blocks < 1:
+        raise GroupError(f"n_blocks must be a positive int, got {n_blocks!r}")
+    B = _batch_shape(batch)
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    R = sobol_rotations(m, n_blocks * B, np.random.default_rng(seed))  # (K*B, m, 3, 3)
+    R = R.reshape(n_blocks, B, m, 3, 3).transpose(1, 2)
+    return GroupSample(R.to(dtype=dtype, device=device).contiguous(), "design")
 
 
 def sample_finite(group: torch.Tensor, n: int, *, batch: int | None = None,
