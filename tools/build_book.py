@@ -46,7 +46,9 @@ LANDING = CHAPTERS / "findings.py"
 #: how-to pages (``chapters/guide_*.py``): executed like chapters, after them, and not read by the landing page
 GUIDES = "guide_*.py"
 #: chapter -> the chapter whose cached training runs it reads: started only after that one finished (run
-#: side by side, both would train the same runs at once, one waiting on the other's cache locks)
+#: side by side, both would want the same runs at once, one waiting on the other's cache locks). Chapter 5
+#: reads a single run of chapter 2 and is not held back: if it comes first it trains that run itself, under
+#: the run's lock, and chapter 2 then loads it
 AFTER = {"03_curvature": "02_learning_dynamics", "04_gradients_kl": "02_learning_dynamics"}
 
 
