@@ -596,9 +596,10 @@ glue("ch1-fig-designs", fig)
 # {glue:text}`ch1-scheme-reps` repetitions each; for the percent the factor at $N=24$ is
 # {glue:text}`ch1-se-ratio-pct-24:.1f`. Equivalently, a design reaches the precision of
 # independent rotations with roughly the square of that factor fewer model evaluations.
-# Scrambled Sobol' nets give factors of {glue:md}`ch1-sobol-ratios`. Shoemake's map has
-# square-root terms at the faces of the cube, so the twisted predictions, seen as functions
-# on the cube, are not smooth enough for the nets' faster rates at these sizes.
+# Scrambled Sobol' nets give factors of {glue:md}`ch1-sobol-ratios`. The nets' faster rates
+# need integrands that are smooth on the cube, and Shoemake's map has square-root terms at
+# its faces, so even a rotation's matrix entries are not smooth there; that is a plausible
+# reason, not one we have isolated.
 #
 # How far the designs help depends on how the twisted predictions vary with the rotation:
 # {prf:ref}`prop-design` removes only their low degrees. For one architecture of this book
