@@ -864,3 +864,30 @@ glue("ch1-runtime", time.perf_counter() - t_start)
 #   (see the README).
 # * Chapter 2 asks the question of this chapter on real molecules, protein backbones and
 #   voxel grids.
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.by_profile`,
+# {py:func}`~equivlib.config.chapter_setup`, {py:func}`~equivlib.config.derived_generator`,
+# {py:func}`~equivlib.config.derived_seed`, {py:func}`~equivlib.curves.settle_step`,
+# {py:func}`~equivlib.data.lennard_jones_clusters`, {py:class}`~equivlib.groups.VectorAction`,
+# {py:func}`~equivlib.groups.cube_group`, {py:func}`~equivlib.groups.icosahedral_group`,
+# {py:func}`~equivlib.groups.sample_design`, {py:func}`~equivlib.groups.sample_haar`,
+# {py:func}`~equivlib.groups.sample_sobol`, {py:func}`~equivlib.groups.tetrahedral_group`,
+# {py:class}`~equivlib.models.AtomTransformer`, {py:class}`~equivlib.models.E3ForceField`,
+# {py:class}`~equivlib.models.EScAIPForceField`, {py:class}`~equivlib.models.MLPForceField`,
+# {py:func}`~equivlib.plotting.log2_axis`, {py:func}`~equivlib.plotting.new_figure`,
+# {py:func}`~equivlib.plotting.set_style`, {py:func}`~equivlib.studies.identity_check`,
+# {py:func}`~equivlib.studies.ratio_bias`, {py:func}`~equivlib.studies.resampling_study`,
+# {py:func}`~equivlib.studies.scheme_study`, {py:func}`~equivlib.studies.se_ratio_table`,
+# {py:func}`~equivlib.studies.twirled_inference_study`,
+# {py:class}`~equivlib.training.EquivarianceMonitor`, {py:func}`~equivlib.training.float64_copy`,
+# {py:func}`~equivlib.training.masked_mse`, {py:func}`~equivlib.training.rotation_augment`,
+# {py:func}`~equivlib.training.train`, {py:func}`~equivlib.twirl.decompose_general`,
+# {py:func}`~equivlib.twirl.twisted_predictions`.

@@ -807,3 +807,31 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 # * The open question is *why* the dip is fast: the landscape of $\mathcal L_\text{equiv}$ around these
 #   checkpoints, and the relation between the loss ratio and the gradient-norm ratio that the
 #   monitor can record (`grad_norms=True`).
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.chapter_setup`,
+# {py:func}`~equivlib.config.derived_generator`, {py:func}`~equivlib.curves.after_dip_text`,
+# {py:func}`~equivlib.curves.check_curve`, {py:func}`~equivlib.curves.crossover`,
+# {py:func}`~equivlib.curves.curve_summary`, {py:func}`~equivlib.curves.pool_over`,
+# {py:func}`~equivlib.curves.settle_step`, {py:func}`~equivlib.curves.settle_text`,
+# {py:func}`~equivlib.curves.split_by`, {py:func}`~equivlib.curves.time_to`,
+# {py:class}`~equivlib.groups.VectorAction`, {py:class}`~equivlib.groups.VoxelAction`,
+# {py:func}`~equivlib.groups.cube_group`, {py:func}`~equivlib.groups.cube_subset16`,
+# {py:func}`~equivlib.groups.exhaustive`, {py:func}`~equivlib.groups.haar_so3`,
+# {py:func}`~equivlib.groups.sample_haar`, {py:func}`~equivlib.latents.latent_similarity`,
+# {py:func}`~equivlib.latents.latent_study`, {py:func}`~equivlib.plans.chapter2_plan`,
+# {py:func}`~equivlib.plans.chapter2_runs`, {py:func}`~equivlib.plotting.log2_axis`,
+# {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.percent_panel`,
+# {py:func}`~equivlib.plotting.set_style`, {py:func}`~equivlib.runs.checkpoint_steps`,
+# {py:func}`~equivlib.runs.get_run`, {py:func}`~equivlib.runs.train_runs`,
+# {py:func}`~equivlib.stats.slope_ci`, {py:func}`~equivlib.studies.checkpoint_split_study`,
+# {py:func}`~equivlib.studies.identity_check`, {py:func}`~equivlib.studies.sweep_table`,
+# {py:func}`~equivlib.tasks.make_task`, {py:func}`~equivlib.training.float64_copy`,
+# {py:func}`~equivlib.training.masked_mse`.

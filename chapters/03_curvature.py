@@ -449,3 +449,22 @@ glue("ch3-runtime", time.perf_counter() - t_start)
 # table compares. Rerun with `papermill chapters/03_curvature.ipynb out.ipynb -p CUTOFF 1e-8`
 # to move the cutoff, or with `-p PROFILE full` on a GPU for larger subsets and twenty
 # minibatches per task.
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.chapter_setup`,
+# {py:func}`~equivlib.curvature.checkpoint_curvature`,
+# {py:func}`~equivlib.curvature.condition_study`,
+# {py:func}`~equivlib.curvature.condition_summary`, {py:func}`~equivlib.curvature.hessian_parts`,
+# {py:func}`~equivlib.curvature.landscape`, {py:func}`~equivlib.plans.chapter2_runs`,
+# {py:func}`~equivlib.plans.chapter3_plan`, {py:func}`~equivlib.plans.early_step`,
+# {py:func}`~equivlib.plans.spread_steps`, {py:func}`~equivlib.plotting.landscape_panel`,
+# {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.set_style`,
+# {py:func}`~equivlib.runs.get_run`, {py:func}`~equivlib.runs.train_runs`,
+# {py:func}`~equivlib.tasks.make_task`.

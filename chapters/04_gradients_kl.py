@@ -476,3 +476,19 @@ glue("ch4-runtime", time.perf_counter() - t_start)
 # handful of directions on a parameter subset), so the constants are estimates of the
 # neighbourhood's, not suprema over it; the perturbations' radii and number are in
 # `equivlib.plans.CHAPTER4` and grow with `PROFILE="full"`.
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.chapter_setup`,
+# {py:func}`~equivlib.kl.bound_study`, {py:func}`~equivlib.kl.correlation_table`,
+# {py:func}`~equivlib.kl.lag_correlations`, {py:func}`~equivlib.kl.trajectory`,
+# {py:func}`~equivlib.plans.chapter2_runs`, {py:func}`~equivlib.plans.chapter4_plan`,
+# {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.set_style`,
+# {py:func}`~equivlib.runs.get_run`, {py:func}`~equivlib.runs.train_runs`,
+# {py:func}`~equivlib.tasks.make_task`.

@@ -475,3 +475,24 @@ glue("ch5-runtime", time.perf_counter() - t_start)
 # ```
 #
 # The chapter ran in {glue:text}`ch5-runtime:.0f` s.
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.by_profile`,
+# {py:func}`~equivlib.config.chapter_setup`, {py:func}`~equivlib.groups.cube_group`,
+# {py:class}`~equivlib.head.TiltedTrunk`, {py:func}`~equivlib.head.head_form`,
+# {py:func}`~equivlib.head.head_perturbations`, {py:func}`~equivlib.head.head_point`,
+# {py:func}`~equivlib.head.head_trajectory`, {py:func}`~equivlib.head.lambda_vs_samples`,
+# {py:func}`~equivlib.head.split_head`, {py:func}`~equivlib.plans.chapter2_runs`,
+# {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.set_style`,
+# {py:func}`~equivlib.runs.get_run`, {py:func}`~equivlib.stats.correlation_ci`,
+# {py:class}`~equivlib.subspace.RegularMLP`, {py:func}`~equivlib.subspace.path_study`,
+# {py:func}`~equivlib.subspace.perp_hessian`, {py:func}`~equivlib.subspace.toy_data`,
+# {py:func}`~equivlib.subspace.train_regular_mlp`, {py:func}`~equivlib.tasks.make_task`,
+# {py:func}`~equivlib.training.float64_copy`.

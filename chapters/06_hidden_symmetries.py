@@ -974,3 +974,27 @@ glue("ch6-runtime", time.time() - t_start)
 # - `S2_DEGREES` (e.g. `[1, 2, 3, 4]`) and `S2_TEACHER` probe the spherical model; a teacher
 #   with $w_l\approx 0$ merges the two minima, like the degenerate seeds of the paper.
 # - `PROFILE="full"` uses finer grids, twelve teacher seeds and $n$ up to 8 in our question.
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.by_profile`,
+# {py:func}`~equivlib.config.chapter_setup`, {py:func}`~equivlib.hidden.bad_half_minimum`,
+# {py:func}`~equivlib.hidden.basin_study`,
+# {py:func}`~equivlib.hidden.conjugate_equivariance_error`,
+# {py:func}`~equivlib.hidden.constrained_descent`,
+# {py:func}`~equivlib.hidden.constraint_nullspace`,
+# {py:func}`~equivlib.hidden.equivariance_error`, {py:func}`~equivlib.hidden.equivariant_basis`,
+# {py:func}`~equivlib.hidden.find_slice_minima`, {py:func}`~equivlib.hidden.gd_basins`,
+# {py:func}`~equivlib.hidden.group_average`, {py:func}`~equivlib.hidden.hidden_fixed_point_basis`,
+# {py:func}`~equivlib.hidden.make_problem`, {py:func}`~equivlib.hidden.match_hidden_permutation`,
+# {py:func}`~equivlib.hidden.population_loss`, {py:func}`~equivlib.hidden.project_equivariant`,
+# {py:func}`~equivlib.hidden.relax`, {py:func}`~equivlib.hidden.s2_degree_study`,
+# {py:func}`~equivlib.hidden.seed_study`, {py:func}`~equivlib.hidden.slice_landscape`,
+# {py:func}`~equivlib.hidden.trap_study`, {py:func}`~equivlib.plotting.landscape_panel`,
+# {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.set_style`.

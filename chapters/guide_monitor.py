@@ -187,3 +187,17 @@ glue("guide-runtime", time.perf_counter() - t_start)
 # errors (`se_*`) and `n_samples`. Save it with `to_csv`, plot it with
 # `equivlib.plotting.percent_panel` as above, or pass it to `equivlib.curves` for the step at
 # which the percent settles below a threshold. The page took {glue:text}`guide-runtime:.0f` s.
+
+# %% [markdown]
+# ## Library calls on this page
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.config.by_profile`,
+# {py:func}`~equivlib.config.chapter_setup`, {py:func}`~equivlib.data.lennard_jones_clusters`,
+# {py:class}`~equivlib.groups.VectorAction`, {py:class}`~equivlib.lightning.EquivarianceCallback`,
+# {py:class}`~equivlib.lightning.RotationAugmentedModule`,
+# {py:class}`~equivlib.models.AtomTransformer`, {py:func}`~equivlib.plotting.new_figure`,
+# {py:func}`~equivlib.plotting.percent_panel`, {py:func}`~equivlib.plotting.set_style`,
+# {py:class}`~equivlib.training.EquivarianceMonitor`, {py:func}`~equivlib.training.masked_mse`,
+# {py:func}`~equivlib.training.rotation_augment`.

@@ -114,6 +114,63 @@ def test_api_reference_covers_every_public_module():
     assert "book/api" in (ROOT / "_toc.yml").read_text()
 
 
+#: subpackages documented in book/api.md through the names they re-export (automodule :imported-members:)
+REEXPORTING = ("equivlib.groups", "equivlib.hidden", "equivlib.models", "equivlib.data")
+
+
+def _api_name(obj) -> str:
+    mod = obj.__module__
+    pkg = next((p for p in REEXPORTING if mod == p or mod.startswith(p + ".")), None)
+    return f"{pkg}.{obj.__name__}" if pkg else f"{mod}.{obj.__qualname__}"
+
+
+def library_calls(path: Path) -> set[str]:
+    """API names of the equivlib functions and classes that a page's code cells call."""
+    import ast
+    import importlib
+    import inspect
+
+    import jupytext
+
+    code = "\n".join(c.source for c in jupytext.read(path).cells if c.cell_type == "code")
+    tree = ast.parse(code)
+    modules, names = {}, {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update({a.asname or a.name: a.name for a in node.names if a.name.startswith("equivlib")})
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("equivlib"):
+            parent = importlib.import_module(node.module)
+            for a in node.names:
+                try:  # a submodule (from equivlib import kl) is not an attribute before its import
+                    obj = importlib.import_module(f"{node.module}.{a.name}")
+                except ModuleNotFoundError:
+                    obj = getattr(parent, a.name)
+                if inspect.ismodule(obj):
+                    modules[a.asname or a.name] = obj.__name__
+                else:
+                    names[a.asname or a.name] = obj
+    called = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in names:
+                called.add(names[f.id])
+            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in modules:
+                called.add(getattr(importlib.import_module(modules[f.value.id]), f.attr))
+    return {_api_name(o) for o in called if inspect.isclass(o) or inspect.isfunction(o)}
+
+
+@pytest.mark.parametrize("page", [p.name for p in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))]
+                         + [p.name for p in sorted((ROOT / "chapters").glob("guide_*.py"))])
+def test_every_library_call_of_a_page_links_to_the_api_reference(page):
+    import re
+
+    path = ROOT / "chapters" / page
+    linked = set(re.findall(r"\{py:(?:func|class)\}`~?([\w.]+)`", path.read_text()))
+    missing = sorted(library_calls(path) - linked)
+    assert not missing, f"{page} calls these without linking them (add to 'Library calls on this page'): {missing}"
+
+
 def test_landing_page_has_a_section_for_every_chapter():
     landing = (ROOT / "chapters" / "findings.py").read_text()
     chapters = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
