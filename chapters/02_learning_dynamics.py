@@ -811,6 +811,9 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 # %% [markdown]
 # ## Library calls on this page
 #
+# This page's single source is {download}`02_learning_dynamics.py <../../chapters/02_learning_dynamics.py>`, a jupytext notebook
+# (`make lab` opens it as one; the executed `.ipynb` is under the download button at the top).
+#
 # Every `equivlib` function and class this page's code calls, each linked to its entry in the
 # {ref}`API reference <api>`:
 # {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,

@@ -191,6 +191,9 @@ glue("guide-runtime", time.perf_counter() - t_start)
 # %% [markdown]
 # ## Library calls on this page
 #
+# This page's single source is {download}`guide_monitor.py <../../chapters/guide_monitor.py>`, a jupytext notebook
+# (`make lab` opens it as one; the executed `.ipynb` is under the download button at the top).
+#
 # Every `equivlib` function and class this page's code calls, each linked to its entry in the
 # {ref}`API reference <api>`:
 # {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.config.by_profile`,

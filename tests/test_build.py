@@ -169,6 +169,7 @@ def test_every_library_call_of_a_page_links_to_the_api_reference(page):
     linked = set(re.findall(r"\{py:(?:func|class)\}`~?([\w.]+)`", path.read_text()))
     missing = sorted(library_calls(path) - linked)
     assert not missing, f"{page} calls these without linking them (add to 'Library calls on this page'): {missing}"
+    assert f"{{download}}`{page} <../../chapters/{page}>`" in path.read_text(), "no download link to the .py source"
 
 
 def test_landing_page_has_a_section_for_every_chapter():
