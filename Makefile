@@ -9,14 +9,14 @@ DEVICE  ?= auto
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help venv book chapter lab test check-pages bench clean distclean
+.PHONY: help venv book chapter lab test check-html bench clean distclean
 
 help:
 	@echo "make book                 build the whole book (PROFILE=quick|full, SEED, DEVICE) into _build/html"
 	@echo "make chapter N=01         execute one chapter (cached if unchanged) and re-render"
 	@echo "make lab                  JupyterLab on chapters/ (the .py chapters open as notebooks)"
 	@echo "make test                 run the test suite"
-	@echo "make check-pages          open every built page in headless Chromium; fail on JS/MathJax/image/link errors"
+	@echo "make check-html           open every built page in headless Chromium; fail on JS/MathJax/image/link errors"
 	@echo "make bench                run the benchmarks in benchmarks/"
 	@echo "make clean                remove build outputs (keeps .venv)"
 
@@ -45,7 +45,7 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-check-pages: $(STAMP)
+check-html: $(STAMP)
 	$(BIN)/python tools/check_pages.py
 
 bench: $(STAMP)
