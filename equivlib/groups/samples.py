@@ -135,7 +135,8 @@ def sobol_rotations(m: int, n_scrambles: int, rng) -> torch.Tensor:
     ``(√(1-u₁) sin 2πu₂, √(1-u₁) cos 2πu₂, √u₁ sin 2πu₃, √u₁ cos 2πu₃)``, which carries the
     uniform measure on the cube to the uniform measure on S³, hence to Haar on SO(3).  Each
     scrambled point is uniform on the cube, so every rotation is Haar distributed; the points
-    of one net are spread far more evenly than independent ones.  ``m`` must be a power of
+    of one net are spread more evenly than independent ones (how much that helps depends on
+    the integrand's smoothness on the cube; chapter 1 measures it).  ``m`` must be a power of
     two (a Sobol' net's balance holds only then); ``rng`` is a NumPy generator.
     """
     from scipy.stats import qmc
@@ -155,7 +156,7 @@ def sample_sobol(m: int, n_blocks: int = 2, *, batch: int | None = None, generat
     """``n_blocks`` independent randomised quasi-Monte Carlo blocks of ``m`` rotations each (``N = n_blocks·m``).
 
     Each block is an independently scrambled Sobol' net mapped to SO(3)
-    (:func:`sobol_rotations`): every element is Haar distributed and the blocks are
+    (``sobol_rotations`` in this module): every element is Haar distributed and the blocks are
     independent, so the block estimators of :func:`~equivlib.twirl.decompose` stay
     unbiased (the sample's scheme is ``"design"``: independent blocks of dependent
     elements).  ``m`` must be a power of two; ``n_blocks >= 2`` for unbiased estimates.
