@@ -90,16 +90,21 @@ def pages(html: Path) -> list[Path]:
     return found
 
 
-def _ids(path: Path, cache: dict) -> set[str]:
-    if path not in cache:
-        soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
-        cache[path] = {t["id"] for t in soup.find_all(id=True)} | {t["name"] for t in soup.find_all("a", attrs={"name": True})}
-    return cache[path]
+@functools.lru_cache(maxsize=None)
+def _soup(path: Path) -> BeautifulSoup:
+    """A page parsed once (its links, anchors and redirect are all read from it)."""
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
-def link_problems(html: Path, page: Path, cache: dict) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def _ids(path: Path) -> frozenset[str]:
+    soup = _soup(path)
+    return frozenset({t["id"] for t in soup.find_all(id=True)} | {t["name"] for t in soup.find_all("a", attrs={"name": True})})
+
+
+def link_problems(html: Path, page: Path) -> list[str]:
     """Internal links (``a href``) of ``page`` whose file or anchor does not exist in the build."""
-    soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    soup = _soup(page.resolve())
     problems = []
     for a in soup.find_all("a", href=True):
         href = a["href"].strip()
@@ -114,15 +119,14 @@ def link_problems(html: Path, page: Path, cache: dict) -> list[str]:
             problems.append(f"link {href!r} leaves the book")
         elif not target.is_file():
             problems.append(f"link {href!r}: no such file")
-        elif frag and target.suffix == ".html" and unquote(frag) not in _ids(target, cache):
+        elif frag and target.suffix == ".html" and unquote(frag) not in _ids(target):
             problems.append(f"link {href!r}: no anchor #{frag} in {target.relative_to(html.resolve())}")
     return problems
 
 
 def _redirect(path: Path) -> str | None:
     """The target of a ``<meta http-equiv="refresh">`` page, else None."""
-    soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
-    meta = soup.find("meta", attrs={"http-equiv": lambda v: v and v.lower() == "refresh"})
+    meta = _soup(path.resolve()).find("meta", attrs={"http-equiv": lambda v: v and v.lower() == "refresh"})
     if meta is None:
         return None
     content = meta.get("content", "")
@@ -188,15 +192,16 @@ def browser_problems(html: Path, todo: list[Path], chromium: str, shots: Path) -
 def check(html: Path = HTML, out: Path = OUT, chromium: str | None = None) -> dict[str, list[str]]:
     """Every problem per page (relative path -> messages); also written to ``out/report.json``."""
     html = Path(html)
+    _soup.cache_clear()  # a book rebuilt in the same place is read afresh
+    _ids.cache_clear()
     todo = pages(html)
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
     (out / "screenshots").mkdir(parents=True)
     chromium = chromium or find_chromium()
     report = browser_problems(html, todo, chromium, out / "screenshots")
-    cache: dict = {}
     for path in todo:
-        report[path.relative_to(html).as_posix()] += link_problems(html, path, cache)
+        report[path.relative_to(html).as_posix()] += link_problems(html, path)
     (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     return report
 
