@@ -7,9 +7,19 @@ stream, a data split) comes from :func:`derived_seed` / :func:`derived_generator
 with a key naming its purpose, never from ``SEED + 7``; every device string goes
 through :func:`resolve_device`; torch's thread count is set only by
 :func:`set_threads` (called by :func:`chapter_setup` and the benchmarks).
+
+The *smoke* mode (``EQUIVLIB_SMOKE=<steps>``, set by ``make smoke``) runs the ``full``
+profile's configuration (data shapes, model sizes, group samples, monitors) with every
+training loop capped at ``<steps>`` steps and the repetition counts a chapter names
+shrunk (:func:`by_profile`'s ``smoke``), so that a failure of the full profile (an
+allocation too large, a shape that only the full data have) shows on a CPU in minutes.
+A capped step count is a :class:`Capped` integer that remembers the planned one, and
+:func:`equivlib.training.train` writes what each loop cost to the smoke ledger, from
+which ``tools/smoke.py`` estimates the full profile's time.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import zlib
@@ -20,6 +30,8 @@ import torch
 
 PROFILES = ("quick", "full")
 DEVICES = ("auto", "cpu", "cuda")
+#: environment variables of the smoke mode: the step cap, and the JSON-lines file every training loop reports to
+SMOKE_ENV, LEDGER_ENV = "EQUIVLIB_SMOKE", "EQUIVLIB_SMOKE_LEDGER"
 
 
 class ParameterError(ValueError):
@@ -114,9 +126,91 @@ def check_profile(profile: str) -> str:
     return profile
 
 
-def by_profile(profile: str, *, quick: Any, full: Any) -> Any:
-    """Pick the value for ``profile`` (``quick`` or ``full``)."""
-    return quick if check_profile(profile) == "quick" else full
+def smoke_steps() -> int | None:
+    """The smoke mode's step cap (``EQUIVLIB_SMOKE``, a positive integer), or ``None`` outside it."""
+    value = os.environ.get(SMOKE_ENV)
+    if not value:
+        return None
+    try:
+        cap = int(value)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise ParameterError(f"{SMOKE_ENV} must be a positive integer (the step cap), got {value!r}")
+    return cap
+
+
+class Capped(int):
+    """A step count shrunk by the smoke mode; ``planned`` is the count the full profile runs.
+
+    It is an ``int`` everywhere (loops, JSON, run keys); only the smoke ledger reads ``planned``.
+    """
+
+    planned: int
+
+    def __new__(cls, value: int, planned: int):
+        out = super().__new__(cls, value)
+        out.planned = int(planned)
+        return out
+
+    def __reduce__(self):  # pickling (process pools) keeps the planned count
+        return Capped, (int(self), self.planned)
+
+    def __repr__(self) -> str:
+        return f"Capped({int(self)}, planned={self.planned})"
+
+
+def capped(steps: int) -> int:
+    """``steps`` outside the smoke mode; in it ``Capped(min(steps, cap), planned=steps)``."""
+    cap = smoke_steps()
+    if cap is None or isinstance(steps, (bool, Capped)) or not isinstance(steps, (int, np.integer)):
+        return steps
+    return Capped(min(int(steps), cap), planned=int(steps))
+
+
+def _smoke_value(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _smoke_value(k, v) for k, v in value.items()}
+    if key == "steps" or key.endswith("_steps"):
+        return capped(value)
+    return value
+
+
+def by_profile(profile: str, *, quick: Any, full: Any, smoke: Any = None) -> Any:
+    """Pick the value for ``profile`` (``quick`` or ``full``).
+
+    In the smoke mode (:func:`smoke_steps`; only with ``profile="full"``) it returns
+    ``full`` with every entry named ``steps`` or ``*_steps`` capped (:func:`capped`, nested
+    dicts included) and then the entries of ``smoke`` put over it (nested dicts merged):
+    the repetitions, grids and seeds a chapter shrinks for a smoke run, by name.
+    Everything else is the full profile's; an override naming no entry of ``full`` is an error.
+    """
+    if check_profile(profile) == "quick":
+        return quick
+    if smoke_steps() is None:
+        return full
+    if not isinstance(full, dict):
+        return _smoke_value("", full) if smoke is None else smoke
+    return _merge(_smoke_value("", full), smoke or {})
+
+
+def _merge(base: dict, over: Mapping[str, Any]) -> dict:
+    unknown = sorted(set(over) - set(base))
+    if unknown:
+        raise ParameterError(f"smoke overrides {unknown} are not entries of the full profile {sorted(base)}")
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, Mapping) and isinstance(base[k], dict) else v
+    return out
+
+
+def smoke_report(entry: Mapping[str, Any]) -> None:
+    """Append ``entry`` as one JSON line to the smoke ledger (``EQUIVLIB_SMOKE_LEDGER``), if one is set."""
+    path = os.environ.get(LEDGER_ENV)
+    if not path:
+        return
+    with open(path, "a") as fh:  # one short write per line: lines of concurrent writers do not interleave
+        fh.write(json.dumps(dict(entry), sort_keys=True) + "\n")
 
 
 def check_parameters(namespace: Mapping[str, Any], known: Iterable[str]) -> None:
@@ -161,7 +255,9 @@ def chapter_setup(namespace: Mapping[str, Any], known: Iterable[str], *, cpu_thr
         check_parameters(namespace, known)
         if isinstance(namespace, dict):
             namespace["_equivlib_setup_done"] = True
-    check_profile(namespace["PROFILE"])
+    if check_profile(namespace["PROFILE"]) != "full" and smoke_steps() is not None:
+        raise ParameterError(f"{SMOKE_ENV} is set: the smoke mode runs the full profile, got PROFILE="
+                             f"{namespace['PROFILE']!r}")
     generator = seed_everything(namespace["SEED"])
     device = resolve_device(namespace["DEVICE"])
     set_threads(cpu_threads if device.type == "cpu" else None)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ParameterError, check_profile
+from .config import ParameterError, by_profile, smoke_steps
 from .runs import RunConfig, checkpoint_steps
 
-__all__ = ["CHAPTER2", "CHAPTER3", "CHAPTER4", "TASK_NAMES", "Chapter2Runs", "chapter2_plan", "chapter2_runs",
+__all__ = ["CHAPTER2", "CHAPTER3", "CHAPTER4", "SMOKE", "TASK_NAMES", "Chapter2Runs", "chapter2_plan", "chapter2_runs",
            "chapter3_plan", "chapter4_plan", "early_step", "spread_steps"]
 
 TASK_NAMES = ("forces", "flow", "voxels")
@@ -56,9 +56,22 @@ CHAPTER2: dict[str, dict] = {
 }
 
 
+#: What the smoke mode (:func:`~equivlib.config.smoke_steps`) shrinks in each chapter's full plan besides
+#: the training steps: monitor evaluations, repetitions, Hessian batches, grid points (nested dicts merge).
+SMOKE = {
+    2: dict(n_evals=3, sweep=dict(n_evals=3), gap=dict(n_evals=3), voxsub=dict(Ns=[2, 4], reps=2, n_check=2)),
+    3: dict(forces=dict(n_batches=2), flow=dict(n_batches=2), voxels=dict(n_batches=2), n_checkpoints=2, grid=3),
+    4: dict(radii=[1e-3, 1e-2], n_directions=2, late=2, lags=[1]),
+}
+
+
+def _plan(table: dict, chapter: int, profile: str) -> dict:
+    return copy.deepcopy(by_profile(profile, quick=table["quick"], full=table["full"], smoke=SMOKE[chapter]))
+
+
 def chapter2_plan(profile: str) -> dict:
-    """A copy of chapter 2's sizes for ``profile`` (see :data:`CHAPTER2`)."""
-    return copy.deepcopy(CHAPTER2[check_profile(profile)])
+    """A copy of chapter 2's sizes for ``profile`` (see :data:`CHAPTER2`; the smoke mode shrinks it, :data:`SMOKE`)."""
+    return _plan(CHAPTER2, 2, profile)
 
 
 @dataclass(frozen=True)
@@ -91,10 +104,27 @@ class Chapter2Runs:
 
 
 def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
-    """Chapter 2's runs for ``profile`` and ``seed`` (the configurations, nothing trained)."""
+    """Chapter 2's runs for ``profile`` and ``seed`` (the configurations, nothing trained).
+
+    In the smoke mode each run is the capped one, with ``extra["smoke"]`` holding the
+    steps and monitor evaluations of the full-profile run it stands for.
+    """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
-    s = chapter2_plan(profile)
+    runs = _chapter2_runs(chapter2_plan(profile), profile, seed)
+    if profile != "full" or smoke_steps() is None:
+        return runs
+    planned = _chapter2_runs(copy.deepcopy(CHAPTER2["full"]), profile, seed)
+
+    def mark(cfg: RunConfig, full: RunConfig) -> RunConfig:
+        return cfg.replace(extra={**cfg.extra, "smoke": {"steps": full.steps, "evals": len(full.eval_steps())}})
+
+    return Chapter2Runs(main={k: mark(c, planned.main[k]) for k, c in runs.main.items()},
+                        sweep=[(a, lab, mark(c, f)) for (a, lab, c), (_, _, f) in zip(runs.sweep, planned.sweep)],
+                        gap={k: mark(c, planned.gap[k]) for k, c in runs.gap.items()})
+
+
+def _chapter2_runs(s: dict, profile: str, seed: int) -> Chapter2Runs:
     # checkpoints: at every monitor evaluation (chapters 3 and 4 follow curvature and gradients
     # along training) and at the default log-spaced steps (chapter 2's exact voxel split)
     main = {name: RunConfig(name, model_size=t["size"], profile=profile, seed=seed, steps=t["steps"],
@@ -165,13 +195,13 @@ CHAPTER4: dict[str, dict] = {
 
 
 def chapter3_plan(profile: str) -> dict:
-    """A copy of chapter 3's sizes for ``profile`` (see :data:`CHAPTER3`)."""
-    return copy.deepcopy(CHAPTER3[check_profile(profile)])
+    """A copy of chapter 3's sizes for ``profile`` (see :data:`CHAPTER3`; the smoke mode shrinks it, :data:`SMOKE`)."""
+    return _plan(CHAPTER3, 3, profile)
 
 
 def chapter4_plan(profile: str) -> dict:
     """A copy of chapter 4's sizes for ``profile`` (see :data:`CHAPTER4`); the subsets are chapter 3's."""
-    out = copy.deepcopy(CHAPTER4[check_profile(profile)])
+    out = _plan(CHAPTER4, 4, profile)
     for name in TASK_NAMES:
         out[name]["subset"] = CHAPTER3[profile][name]["subset"]
     return out

@@ -37,11 +37,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import ParameterError, check_profile, derived_generator, resolve_device
+from .config import Capped, ParameterError, check_profile, derived_generator, resolve_device
 from .tasks import check_arch, check_size, check_task, make_model, make_task
 from .training import train
 
-__all__ = ["RunConfig", "Run", "get_run", "train_runs", "default_executor", "checkpoint_steps", "source_hash", "code_digest"]
+__all__ = ["RunConfig", "Run", "get_run", "train_runs", "runs_dir", "default_executor", "checkpoint_steps", "source_hash", "code_digest"]
 
 log = logging.getLogger(__name__)
 _FILES = ("config.json", "monitor.csv", "train_log.csv")
@@ -91,7 +91,8 @@ class RunConfig:
     ``extra`` holds keyword arguments of the task constructor (e.g.
     ``{"method": "mmff"}``, ``{"grid_size": 16}``), plus optionally
     ``"monitor"``: keyword arguments of ``task.monitor`` (``n_elements``,
-    ``scheme``, ``times``...) and ``"checkpoints"``: a list of steps.
+    ``scheme``, ``times``...), ``"checkpoints"``: a list of steps, and (smoke runs
+    only) ``"smoke"``: ``{"steps", "evals"}`` of the run this capped one stands for.
     ``augment=False`` trains without the random group elements.
     ``eval_every`` (default 500) is the monitor's regular interval; one
     evaluation costs about 3-10 training steps of the quick tasks (a float32
@@ -167,7 +168,7 @@ class RunConfig:
 
     def make_task(self, device=None):
         """The run's task (``extra`` without the monitor and checkpoint keys); seeds nothing itself."""
-        extra = {k: v for k, v in self.extra.items() if k not in ("monitor", "checkpoints")}
+        extra = {k: v for k, v in self.extra.items() if k not in ("monitor", "checkpoints", "smoke")}
         return make_task(self.task, self.profile, self.seed, device=device, **extra)
 
     def monitor_kwargs(self) -> dict:
@@ -175,6 +176,10 @@ class RunConfig:
         kw = dict(self.extra.get("monitor") or {})
         kw["at"] = sorted({*(int(s) for s in kw.get("at", ())), self.steps})
         return kw
+
+    def eval_steps(self) -> list[int]:
+        """The steps at which the monitor evaluates: every ``eval_every``, the ``at`` list and the last step."""
+        return sorted(set(range(0, self.steps + 1, self.eval_every)) | set(self.monitor_kwargs()["at"]))
 
     def checkpoints(self) -> list[int]:
         steps = self.extra.get("checkpoints")
@@ -220,6 +225,7 @@ class _Checkpointing:
 
     def __init__(self, monitor, model, steps, folder: Path):
         self.monitor, self.model, self.steps, self.folder = monitor, model, set(steps), folder
+        self.planned_evals = None  # smoke runs: the evaluations of the run this one stands for
 
     def __call__(self, step: int):
         if step in self.steps:
@@ -273,11 +279,15 @@ def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
             model = task.make_model(config.model_size, device=device, arch=config.arch)
             monitor = task.monitor(model, config.eval_every, **config.monitor_kwargs())
             steps = config.checkpoints()
+            checkpointing = _Checkpointing(monitor, model, steps, tmp / "checkpoints")
+            n_steps, smoke = config.steps, config.extra.get("smoke")
+            if smoke:  # a smoke run: tell the ledger the size of the run it stands for
+                n_steps, checkpointing.planned_evals = Capped(config.steps, planned=smoke["steps"]), smoke["evals"]
             t0 = time.perf_counter()
-            train_log = train(model, data, steps=config.steps, batch_size=config.batch_size,
+            train_log = train(model, data, steps=n_steps, batch_size=config.batch_size,
                               forward=task.forward, loss=task.loss, optimizer=config.optimizer, lr=config.lr,
                               augment=task.batch_transform(config.augment),
-                              monitor=_Checkpointing(monitor, model, steps, tmp / "checkpoints"),
+                              monitor=checkpointing,
                               generator=torch.Generator().manual_seed(config.seed), progress=progress,
                               desc=config.key)
         table = monitor.table()
@@ -300,7 +310,12 @@ def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def get_run(config: RunConfig, cache_dir="_build/runs", force: bool = False, progress: bool = True,
+def runs_dir() -> Path:
+    """Where runs are cached: ``$EQUIVLIB_RUNS`` if set (``make smoke`` keeps its runs apart), else ``_build/runs``."""
+    return Path(os.environ.get("EQUIVLIB_RUNS") or "_build/runs")
+
+
+def get_run(config: RunConfig, cache_dir=None, force: bool = False, progress: bool = True,
             device=None) -> Run:
     """The run of ``config``: loaded from ``cache_dir`` or trained (and cached).
 
@@ -310,6 +325,7 @@ def get_run(config: RunConfig, cache_dir="_build/runs", force: bool = False, pro
     if not isinstance(config, RunConfig):
         raise ParameterError(f"get_run needs a RunConfig, got {type(config).__name__}")
     device = torch.device("cpu") if device is None else resolve_device(device)
+    cache_dir = runs_dir() if cache_dir is None else cache_dir
     path = Path(cache_dir) / config.key
     if path.exists() and not force:
         try:
@@ -382,12 +398,12 @@ def default_executor(max_workers: int | None = None, device=None) -> Executor | 
     return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_build/runs", device=None,
+def train_runs(configs, *, executor: Executor | str | None = None, cache_dir=None, device=None,
                threads_per_worker: int | None = None, progress: bool = True, poll: float = 2.0) -> list[Run]:
     """Every run of ``configs``: the missing ones trained concurrently through ``executor``, then all loaded.
 
     ``executor`` is anything with ``submit(fn, *args)`` whose workers share
-    ``cache_dir``: a :class:`concurrent.futures.Executor` (a process pool, a
+    ``cache_dir`` (default :func:`runs_dir`): a :class:`concurrent.futures.Executor` (a process pool, a
     ``dask.distributed`` client's ``get_executor()``), or ``submitit``'s
     ``AutoExecutor`` for a SLURM cluster, whose jobs are not futures (they are
     polled through ``done()`` every ``poll`` seconds); ``"auto"`` makes
@@ -414,6 +430,7 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir="_b
     configs = list(configs)
     if not all(isinstance(c, RunConfig) for c in configs):
         raise ParameterError("train_runs needs RunConfig objects")
+    cache_dir = runs_dir() if cache_dir is None else cache_dir
     dev = torch.device("cpu") if device is None else resolve_device(device)
     missing, seen = [], set()
     for c in configs:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .config import capped, smoke_report, smoke_steps
 from .groups import Action, sample_design, sample_finite, sample_haar, exhaustive, haar_so3
 from .twirl import NonFiniteError, _expand_mask, decompose, twisted_predictions
 
@@ -156,7 +159,7 @@ class EquivarianceMonitor:
         self.chunk_size = chunk_size
         self.tag = dict(tag or {})
         self.records: list[dict] = []
-        self.seconds = 0.0
+        self.seconds, self.evaluations = 0.0, 0
         if not (isinstance(eval_dtype, torch.dtype) and eval_dtype.is_floating_point):
             raise ValueError(f"eval_dtype must be a floating torch.dtype, got {eval_dtype!r}")
         if precision not in PRECISIONS:
@@ -236,6 +239,7 @@ class EquivarianceMonitor:
                 recs.append(rec)
         self.model.train(was_training)
         self.seconds += time.perf_counter() - t0
+        self.evaluations += 1
         self.records.extend(recs)
         return recs[0] if self.split is None else recs
 
@@ -340,10 +344,15 @@ def train(
     that step, *without* the monitor's evaluations (so a held-out curve can be
     drawn against training time); the monitor keeps its own table.  Reading
     the loss value synchronises a GPU every step, so the clock is exact there too.
+
+    In the smoke mode (:func:`~equivlib.config.smoke_steps`) ``steps`` is capped and the
+    loop's cost per step and per monitor evaluation, with its planned size, goes to the
+    smoke ledger (:func:`~equivlib.config.smoke_report`).
     """
     sizes = {k: v.shape[0] for k, v in data.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"data tensors must share their leading size, got {sizes}")
+    steps = capped(steps)  # the smoke mode caps every loop, also one its caller did not cap
     n = next(iter(sizes.values()))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -382,4 +391,30 @@ def train(
     out = pd.DataFrame(log, columns=["step", "loss", "seconds"])
     out.attrs["seconds"] = time.perf_counter() - t0
     out.attrs["monitor_seconds"] = monitor.seconds if monitor is not None else 0.0
+    if smoke_steps() is not None:
+        _report_smoke(out, steps, monitor, desc, model)
     return out
+
+
+def _planned_evaluations(monitor, planned: int) -> int:
+    """The monitor evaluations of the planned (uncapped) loop: ``monitor.planned_evals`` if set, else its schedule."""
+    if getattr(monitor, "planned_evals", None) is not None:
+        return int(monitor.planned_evals)
+    inner = getattr(monitor, "monitor", monitor)  # a wrapper (runs' checkpointing) around the monitor
+    return len(set(range(0, planned + 1, inner.every)) | {int(s) for s in inner.at if s <= planned})
+
+
+def _report_smoke(log: pd.DataFrame, steps: int, monitor, desc: str, model) -> None:
+    """Smoke mode: report this loop's measured cost and its planned size to the ledger (:func:`~equivlib.config.smoke_report`)."""
+    per_step = np.diff(np.concatenate([[0.0], log["seconds"].to_numpy()]))
+    steady = per_step[2:] if len(per_step) > 3 else per_step  # the first steps warm up (allocations, lazy init)
+    planned = int(getattr(steps, "planned", steps))
+    entry = {"desc": desc, "steps": int(steps), "planned_steps": planned,
+             "step_s": float(steady.mean()) if len(steady) else 0.0, "train_s": float(log["seconds"].iloc[-1]) if len(log) else 0.0,
+             "device": str(next(model.parameters()).device), "pid": os.getpid()}
+    if monitor is not None:
+        inner = getattr(monitor, "monitor", monitor)
+        n_eval = max(int(getattr(inner, "evaluations", 0)), 1)
+        entry.update(evals=n_eval, eval_s=monitor.seconds / n_eval,
+                     planned_evals=_planned_evaluations(monitor, planned))
+    smoke_report(entry)

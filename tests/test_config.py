@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from equivlib.config import (ParameterError, by_profile, chapter_setup, check_parameters, derived_generator,
-                             derived_seed, resolve_device, seed_everything, set_threads)
+import json
+import pickle
+
+from equivlib.config import (Capped, ParameterError, by_profile, capped, chapter_setup, check_parameters,
+                             derived_generator, derived_seed, resolve_device, seed_everything, set_threads,
+                             smoke_report, smoke_steps)
 
 
 def test_config_parameters():
@@ -118,3 +122,43 @@ def test_set_deterministic(monkeypatch):
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
+
+
+def test_smoke_mode_caps_steps_and_applies_the_named_overrides(monkeypatch):
+    full = {"steps": 100, "relax_steps": 3, "reps": 1000, "lr": 0.1, "inner": {"toy_steps": 50, "grid": 201}}
+    quick = {"steps": 10}
+    monkeypatch.delenv("EQUIVLIB_SMOKE", raising=False)
+    assert smoke_steps() is None and by_profile("full", quick=quick, full=full, smoke={"reps": 4}) == full
+    assert capped(100) == 100 and not isinstance(capped(100), Capped)
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "5")
+    out = by_profile("full", quick=quick, full=full, smoke={"reps": 4, "inner": {"grid": 9}})
+    assert out == {"steps": 5, "relax_steps": 3, "reps": 4, "lr": 0.1, "inner": {"toy_steps": 5, "grid": 9}}
+    assert out["steps"].planned == 100 and out["inner"]["toy_steps"].planned == 50 and out["relax_steps"].planned == 3
+    assert full["steps"] == 100 and full["inner"]["grid"] == 201  # the table itself is not changed
+    assert by_profile("quick", quick=quick, full=full, smoke={"reps": 4}) is quick
+    # a capped count is an int everywhere, keeps its plan through pickling (process pools), and is capped once
+    c = out["steps"]
+    assert json.dumps(c) == "5" and c + 1 == 6 and range(c)[-1] == 4
+    assert pickle.loads(pickle.dumps(c)).planned == 100 and capped(c) is c
+    with pytest.raises(ParameterError, match=r"smoke overrides \['repz'\]"):
+        by_profile("full", quick=quick, full=full, smoke={"repz": 4})
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "zero")
+    with pytest.raises(ParameterError, match="EQUIVLIB_SMOKE must be a positive integer"):
+        smoke_steps()
+
+
+def test_smoke_mode_runs_the_full_profile_only(monkeypatch):
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "5")
+    with pytest.raises(ParameterError, match="smoke mode runs the full profile"):
+        chapter_setup({"PROFILE": "quick", "SEED": 0, "DEVICE": "cpu"}, [])
+    chapter_setup({"PROFILE": "full", "SEED": 0, "DEVICE": "cpu"}, [])
+
+
+def test_smoke_report_appends_json_lines(monkeypatch, tmp_path):
+    monkeypatch.delenv("EQUIVLIB_SMOKE_LEDGER", raising=False)
+    smoke_report({"a": 1})  # no ledger: nothing written, no error
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("EQUIVLIB_SMOKE_LEDGER", str(ledger))
+    smoke_report({"a": 1})
+    smoke_report({"b": 2.5})
+    assert [json.loads(line) for line in ledger.read_text().splitlines()] == [{"a": 1}, {"b": 2.5}]

@@ -100,3 +100,25 @@ def test_early_and_spread_steps():
     assert spread_steps(steps, 3) == [0, 10, 300] and spread_steps(steps, 10) == steps
     with pytest.raises(ParameterError, match="no checkpoints"):
         early_step([])
+
+
+def test_smoke_mode_caps_the_full_plan_and_remembers_each_runs_size(monkeypatch):
+    from equivlib.plans import SMOKE, chapter3_plan, chapter4_plan
+
+    full = chapter2_runs("full")
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "7")
+    smoke = chapter2_runs("full")
+    pairs = list(zip(full.configs(), smoke.configs()))
+    assert len(pairs) == len(full.configs()) == len(smoke.configs())
+    for f, s in pairs:
+        assert s.steps == 7 and s.extra["smoke"] == {"steps": f.steps, "evals": len(f.eval_steps())}
+        # everything but the steps, their schedules and the smoke mark is the full run's
+        assert _diff(f, s) <= {"steps", "eval_every", "extra"} and s.key != f.key
+        assert {k: v for k, v in s.extra.items() if k not in ("monitor", "checkpoints", "smoke")} == \
+            {k: v for k, v in f.extra.items() if k not in ("monitor", "checkpoints")}
+        assert {k: v for k, v in s.monitor_kwargs().items() if k != "at"} == \
+            {k: v for k, v in f.monitor_kwargs().items() if k != "at"}
+        assert max(s.checkpoints()) == 7 and set(s.extra["monitor"]["at"]) <= set(s.checkpoints())
+    assert chapter2_plan("full")["voxsub"] == {**CHAPTER2["full"]["voxsub"], **SMOKE[2]["voxsub"]}
+    assert chapter3_plan("full")["forces"]["n_batches"] == 2 and chapter4_plan("full")["n_directions"] == 2
+    assert chapter2_runs("quick").main["forces"].steps == CHAPTER2["quick"]["forces"]["steps"]  # quick untouched

@@ -293,3 +293,17 @@ def test_source_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
         assert source_hash(d) != base, text
     assert code_digest(code) != code_digest(code + "x = 1\n")
     assert len(source_hash()) == 64  # equivlib's own tree
+
+
+def test_runs_dir_and_a_smoke_run_report_their_planned_size(tmp_path, monkeypatch):
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("EQUIVLIB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "3")
+    monkeypatch.setenv("EQUIVLIB_SMOKE_LEDGER", str(ledger))
+    assert runs.runs_dir() == tmp_path / "runs"
+    cfg = RunConfig("forces", steps=3, eval_every=2, extra={"smoke": {"steps": 300, "evals": 7}})
+    run = get_run(cfg, progress=False)
+    assert run.path.parent == tmp_path / "runs" and run.trained
+    (entry,) = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert entry["steps"] == 3 and entry["planned_steps"] == 300 and entry["planned_evals"] == 7
+    assert entry["evals"] == len(cfg.eval_steps()) == 3  # steps 0, 2 and the last

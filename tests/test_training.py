@@ -1,4 +1,6 @@
 """Tests for equivlib.training: the training loop and the equivariance monitor."""
+import json
+
 import pytest
 import torch
 
@@ -289,3 +291,19 @@ def test_log_cosh_matches_the_definition_and_is_finite():
     assert log_cosh(r, torch.zeros_like(r)).item() == pytest.approx(torch.log(torch.cosh(r)).mean().item(), rel=1e-12)
     big = torch.tensor([1e4], dtype=torch.float64)
     assert log_cosh(big, torch.zeros_like(big)).item() == pytest.approx(1e4 - math.log(2), rel=1e-12)
+
+
+def test_smoke_mode_caps_training_and_reports_the_planned_loop(monkeypatch, tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "4")
+    monkeypatch.setenv("EQUIVLIB_SMOKE_LEDGER", str(ledger))
+    _, log, mon = run(steps=15)
+    assert len(log) == 4  # the cap holds even though the caller asked for 15 steps
+    (entry,) = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert entry["steps"] == 4 and entry["planned_steps"] == 15
+    assert entry["evals"] == mon.evaluations == 1  # step 0 only (every=5)
+    assert entry["planned_evals"] == 4  # steps 0, 5, 10, 15
+    assert entry["step_s"] > 0 and entry["eval_s"] > 0 and entry["device"] == "cpu"
+    monkeypatch.delenv("EQUIVLIB_SMOKE")
+    _, log, _ = run(steps=15)
+    assert len(log) == 15 and len(ledger.read_text().splitlines()) == 1  # outside the smoke mode: no report

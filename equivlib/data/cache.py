@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..config import ParameterError, check_profile, derived_seed
+from ..config import ParameterError, check_profile, derived_seed, smoke_steps
 
 __all__ = [
     "DataError",
@@ -310,11 +310,17 @@ def load_or_build_profile(
     Notes
     -----
     The spec is ``{"format", "profile", "seed", [variant key], **data}``; a stored
-    file is used only when its spec equals it (see :func:`load_or_build`).
+    file is used only when its spec equals it (see :func:`load_or_build`).  In the smoke
+    mode (:func:`~equivlib.config.smoke_steps`) the full profile's ``profiles["full"]["smoke"]``
+    entries (fewer molecules) replace those of ``data``, under the key ``<name>-[variant-]smoke-full-seed<seed>``.
     """
     check_profile(profile)
     key = dataset_key(name, profile, seed, variant[1] if variant else None)
     data = dict(profiles[profile]["data"])
+    if profile == "full" and smoke_steps() is not None and profiles[profile].get("smoke"):
+        # the smoke mode: the full generation parameters with fewer molecules, in a file of its own
+        data.update(profiles[profile]["smoke"])
+        key = dataset_key(name, profile, seed, "-".join(filter(None, [variant[1] if variant else None, "smoke"])))
     spec = {"format": format_version, "profile": profile, "seed": int(seed),
             **(dict([variant]) if variant else {}), **data}
     return load_or_build(key, spec, lambda: generate(**data), cache_dir=cache_dir, regenerate=regenerate)

@@ -72,11 +72,14 @@ VOXEL_CHANNELS = ("C", "N", "O", "F", "S", "Cl")
 #: Å (resolution ``box / grid_size``), and ``n_heldout`` held-out molecules.  It
 #: differs from the recommended grid in the quick profile on purpose: the same
 #: 16 Å box, coarser (16³ at 1 Å instead of 32³ at 0.5 Å) so CPU runs stay short.
+#: ``"smoke"`` (full only): the ``"data"`` entries ``make smoke`` changes (see :func:`~equivlib.config.smoke_steps`).
 VOXEL_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"data": dict(n_molecules=200, max_heavy_atoms=32, max_radius=7.25, grid_size=32, test_fraction=0.2),
               "task": dict(grid_size=16, box=16.0, n_heldout=8)},
     "full": {"data": dict(n_molecules=12000, max_heavy_atoms=32, max_radius=11.25, grid_size=48, test_fraction=0.1),
-             "task": dict(grid_size=48, box=24.0, n_heldout=64)},
+             "task": dict(grid_size=48, box=24.0, n_heldout=64),
+             # make smoke: enough molecules for the full held-out set (64), so the monitor runs at its full size
+             "smoke": dict(n_molecules=640)},
 }
 
 

@@ -118,7 +118,30 @@ def test_profile_tables_hold_the_specs_of_the_committed_samples(module, table, v
     _, meta = cache.load_npz(cache.SAMPLES_DIR / f"{key}.npz")
     assert meta["spec"] == {"format": module.FORMAT_VERSION, "profile": "quick", "seed": 0, **variant,
                             **table["quick"]["data"]}
-    assert set(table) == {"quick", "full"} and all(set(p) == {"data", "task"} for p in table.values())
+    assert set(table) == {"quick", "full"} and set(table["quick"]) == {"data", "task"}
+    # the full profile may name what make smoke changes: only generation parameters, never the task's
+    assert {"data", "task"} <= set(table["full"]) <= {"data", "task", "smoke"}
+    assert set(table["full"].get("smoke", {})) <= set(table["full"]["data"])
+
+
+def test_smoke_mode_generates_a_smaller_full_data_set_under_its_own_key(tmp_path, monkeypatch):
+    made = []
+
+    def generate(n, grid):
+        made.append((n, grid))
+        return {"x": np.zeros((n, grid))}, {}
+
+    table = {"quick": {"data": dict(n=2, grid=3)}, "full": {"data": dict(n=100, grid=5), "smoke": dict(n=4)}}
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "3")
+    arrays, meta = cache.load_or_build_profile("tiny", "full", 0, table, generate, format_version=1,
+                                               variant=("method", "m"), cache_dir=tmp_path)
+    assert made == [(4, 5)] and arrays["x"].shape == (4, 5)  # fewer samples, the full shape
+    assert meta["key"] == "tiny-m-smoke-full-seed0" and meta["spec"]["n"] == 4
+    cache.load_or_build_profile("tiny", "quick", 0, table, generate, format_version=1, cache_dir=tmp_path)
+    assert made[-1] == (2, 3)  # the quick profile is not touched
+    monkeypatch.delenv("EQUIVLIB_SMOKE")
+    _, meta = cache.load_or_build_profile("tiny", "full", 0, table, generate, format_version=1, cache_dir=tmp_path)
+    assert made[-1] == (100, 5) and meta["key"] == "tiny-full-seed0"
 
 
 def test_cli_serves_the_committed_sample(tmp_path, capsys):
