@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 SEED    ?= 0
 DEVICE  ?= auto
+SMOKE_STEPS ?= 3
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help venv book chapter lab test check-html bench clean distclean
+.PHONY: help venv book chapter lab test check-html smoke bench clean distclean
 
 help:
 	@echo "make book                 build the whole book (PROFILE=quick|full, SEED, DEVICE) into _build/html"
@@ -17,6 +18,8 @@ help:
 	@echo "make lab                  JupyterLab on chapters/ (the .py chapters open as notebooks)"
 	@echo "make test                 run the test suite"
 	@echo "make check-html           open every built page in headless Chromium; fail on JS/MathJax/image/link errors"
+	@echo "make smoke                every chapter with the full profile, training loops capped (SMOKE_STEPS=3),"
+	@echo "                          then an estimate of the full book's time on this device (DEVICE=cuda: on the GPU)"
 	@echo "make bench                run the benchmarks in benchmarks/"
 	@echo "make clean                remove build outputs (keeps .venv)"
 
@@ -47,6 +50,9 @@ test: $(STAMP)
 
 check-html: $(STAMP)
 	$(BIN)/python tools/check_pages.py
+
+smoke: $(STAMP)
+	$(BIN)/python tools/smoke.py --steps $(SMOKE_STEPS) --seed $(SEED) --device $(DEVICE)
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -44,12 +44,6 @@ from equivlib.plans import chapter2_runs  # noqa: E402
 from equivlib.runs import get_run  # noqa: E402
 
 
-def eval_steps(cfg) -> set[int]:
-    """The steps at which ``cfg``'s monitor evaluates (every ``eval_every``, the ``at`` list, the last)."""
-    at = cfg.extra.get("monitor", {}).get("at", ())
-    return set(range(0, cfg.steps + 1, cfg.eval_every)) | {int(s) for s in at} | {cfg.steps}
-
-
 def smoke(cfg, steps, warmup, device, cache):
     """Train ``cfg`` for ``steps`` steps; return the summary row and the per-step times."""
     short = cfg.replace(steps=steps, eval_every=steps, monitor={"at": [steps]},
@@ -67,7 +61,7 @@ def smoke(cfg, steps, warmup, device, cache):
     n_eval = int(run.monitor["step"].nunique())
     step_s = float(steady.mean())
     eval_s = float(info["monitor_seconds"]) / max(n_eval, 1)
-    n_eval_full = len(eval_steps(cfg))
+    n_eval_full = len(cfg.eval_steps())
     row = {"key": cfg.key, "task": cfg.task, "arch": cfg.arch, "size": cfg.model_size, "batch": cfg.batch_size,
            "n_train": cfg.n_train, "optimizer": cfg.optimizer, "n_parameters": run.n_parameters,
            "smoke_steps": steps, "smoke_wall_s": wall, "first_step_s": float(per_step[0]),

@@ -53,6 +53,8 @@ SIZES = by_profile(
                pool=512, reps=200, scheme_reps=24, scheme_clusters=24, d_model=64, layers=2),
     full=dict(n_train=16384, n_test=256, atoms=(8, 24), steps=20000, batch=64, eval_every=100,
               pool=4096, reps=1000, scheme_reps=200, scheme_clusters=256, d_model=128, layers=4),
+    # make smoke: the full shapes with fewer clusters and draws
+    smoke=dict(n_train=2048, n_test=8, pool=128, reps=8, scheme_reps=3, scheme_clusters=4),
 )
 DTYPE = torch.float64        # every equivariance measurement in this chapter is in float64
 TRAIN_DTYPE = torch.float32  # training runs in float32, as it would in practice

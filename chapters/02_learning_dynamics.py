@@ -37,7 +37,7 @@ import equivlib as eq
 from equivlib import curves
 from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
 from equivlib.config import chapter_setup, derived_generator
-from equivlib.plans import chapter2_plan, chapter2_runs
+from equivlib.plans import chapter2_plan, chapter2_runs, spread_steps
 from equivlib.plotting import log2_axis, new_figure, percent_panel, set_style
 from equivlib.runs import checkpoint_steps, get_run, train_runs
 from equivlib.stats import slope_ci
@@ -256,7 +256,8 @@ glue("ch2-identity-gap", max(gaps.values()))
 vrun = runs["voxels"]
 G24 = eq.cube_group(dtype=torch.float64)
 SUB_NS, SUB_REPS, N_CHECK = SIZES["voxsub"]["Ns"], SIZES["voxsub"]["reps"], SIZES["voxsub"]["n_check"]
-split = checkpoint_split_study(vrun.load_model, checkpoint_steps(vrun.config.steps), tv.heldout.x, tv.heldout.y, tv.action, G24,
+split = checkpoint_split_study(vrun.load_model, spread_steps(checkpoint_steps(vrun.config.steps), SIZES["voxsub"]["n_split"]),
+                               tv.heldout.x, tv.heldout.y, tv.action, G24,
                                Ns=SUB_NS, n_reps=SUB_REPS, n_check=N_CHECK, subset=eq.cube_subset16(),
                                generator=derived_generator(SEED, "ch2-voxel-subsets"))
 vox_sub, table, truth, paper = split.table, split.final, split.truth, split.subset_final

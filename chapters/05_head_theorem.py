@@ -54,7 +54,9 @@ if not (isinstance(TILT, (int, float)) and TILT > 0):
 SIZES = by_profile(PROFILE, quick=dict(n_samples=4, n_elements=8, n_perturb=5, ns=[1, 2, 4, 8, 16], copies=2,
                                       toy_n=64, toy_eval=16, toy_steps=300),
                    full=dict(n_samples=32, n_elements=16, n_perturb=100, ns=[1, 2, 4, 8, 16, 32, 64], copies=4,
-                             toy_n=512, toy_eval=128, toy_steps=3000))
+                             toy_n=512, toy_eval=128, toy_steps=3000),
+                   # make smoke: the full shapes with fewer samples (8 held out) and perturbations
+                   smoke=dict(n_samples=4, n_perturb=2, toy_n=128, toy_eval=32))
 TOL = 1e-10  # stated tolerance (relative, float64) for identities that hold exactly
 set_style()
 glue("ch5-device", str(device))

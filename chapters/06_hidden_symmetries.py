@@ -64,6 +64,8 @@ SIZES = by_profile(
     full=dict(grid=201, gd_grid=201, bad_half_gd=2000, relax_steps=3000, relax_log=25, relax_lr=0.2, seeds=12,
               seed_grid=201, s2_grid=81, s2_samples=256, s2_res_factor=4, s2_rotations=32,
               q_n=[3, 4, 5, 6, 7, 8], q_teachers=12),
+    # make smoke: the full sizes with coarse grids, short descents and fewer seeds and teachers
+    smoke=dict(gd_grid=21, bad_half_gd=50, seeds=2, seed_grid=21, s2_grid=9, q_n=[3, 8], q_teachers=2),
 )
 DTYPE = torch.float64
 TOL = 1e-10                 # identities that hold exactly (float64)

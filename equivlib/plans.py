@@ -31,7 +31,7 @@ TASK_NAMES = ("forces", "flow", "voxels")
 #: (log-spaced); ``sweep``: the force-task variants (each changes one setting of the
 #: force run) with their cheaper monitor; ``gap``: the efficiency-gap pair;
 #: ``voxsub``: the random-subset study of the voxel task (N values, repetitions,
-#: subsets at every checkpoint).
+#: subsets at every checkpoint, and ``n_split``: how many checkpoints the exact split covers, None: all).
 CHAPTER2: dict[str, dict] = {
     "quick": dict(
         forces=dict(size="small", steps=300, batch=8, lr=1e-3, monitor=dict(n_elements=8)),
@@ -41,7 +41,7 @@ CHAPTER2: dict[str, dict] = {
         sweep=dict(n_train=[16, 48], batch=[1, 4], size=["medium"], optim=[("adam", 1e-4), ("sgd", 1e-2)],
                    monitor=dict(n_elements=4), n_evals=10),
         gap=dict(steps=2000, n_evals=14),
-        voxsub=dict(Ns=[2, 4, 8, 16], reps=10, n_check=8),
+        voxsub=dict(Ns=[2, 4, 8, 16], reps=10, n_check=8, n_split=None),
     ),
     "full": dict(
         forces=dict(size="base", steps=20000, batch=64, lr=5e-4, monitor=dict(n_elements=16)),
@@ -51,17 +51,22 @@ CHAPTER2: dict[str, dict] = {
         sweep=dict(n_train=[256, 2048], batch=[1, 16], size=["small", "medium"],
                    optim=[("adam", 5e-5), ("sgd", 1e-2)], monitor=dict(n_elements=8), n_evals=16),
         gap=dict(steps=20000, n_evals=20),
-        voxsub=dict(Ns=[2, 4, 8, 16], reps=50, n_check=8),
+        voxsub=dict(Ns=[2, 4, 8, 16], reps=50, n_check=8, n_split=None),
     ),
 }
 
 
 #: What the smoke mode (:func:`~equivlib.config.smoke_steps`) shrinks in each chapter's full plan besides
-#: the training steps: monitor evaluations, repetitions, Hessian batches, grid points (nested dicts merge).
+#: the training steps: monitor evaluations, repetitions, Hessian batches and samples (within the smoke's
+#: smaller held-out sets), grid points; the sweep's training-set sizes fit the smoke's 128 training
+#: conformers (nested dicts merge).
 SMOKE = {
-    2: dict(n_evals=3, sweep=dict(n_evals=3), gap=dict(n_evals=3), voxsub=dict(Ns=[2, 4], reps=2, n_check=2)),
-    3: dict(forces=dict(n_batches=2), flow=dict(n_batches=2), voxels=dict(n_batches=2), n_checkpoints=2, grid=3),
-    4: dict(radii=[1e-3, 1e-2], n_directions=2, late=2, lags=[1]),
+    2: dict(n_evals=3, sweep=dict(n_train=[32, 64], n_evals=3), gap=dict(n_evals=3),
+            voxsub=dict(Ns=[2, 4], reps=2, n_check=2, n_split=2)),
+    3: dict(forces=dict(n_batches=2, n_samples=2), flow=dict(n_batches=2, n_samples=1),
+            voxels=dict(n_batches=2, n_samples=1), n_checkpoints=2, grid=3),
+    4: dict(forces=dict(n_samples=4), flow=dict(n_samples=2), voxels=dict(n_samples=2), radii=[1e-3, 1e-2],
+            n_directions=2, late=2, lags=[1]),
 }
 
 
@@ -107,7 +112,8 @@ def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
     """Chapter 2's runs for ``profile`` and ``seed`` (the configurations, nothing trained).
 
     In the smoke mode each run is the capped one, with ``extra["smoke"]`` holding the
-    steps and monitor evaluations of the full-profile run it stands for.
+    steps and monitor evaluations of the full-profile run it stands for; its monitor
+    evaluates at the first and the last step only, and the sweep and gap runs take one step.
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
@@ -116,12 +122,18 @@ def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
         return runs
     planned = _chapter2_runs(copy.deepcopy(CHAPTER2["full"]), profile, seed)
 
-    def mark(cfg: RunConfig, full: RunConfig) -> RunConfig:
-        return cfg.replace(extra={**cfg.extra, "smoke": {"steps": full.steps, "evals": len(full.eval_steps())}})
+    def mark(cfg: RunConfig, full: RunConfig, steps: int | None = None) -> RunConfig:
+        # the monitor at the first and last step only (an evaluation of the full voxel monitor costs about a
+        # minute on a CPU); the checkpoints stay at every step, for the chapters that follow them
+        steps = cfg.steps if steps is None else steps
+        return cfg.replace(steps=steps, eval_every=steps, monitor={"at": []},
+                           extra={**cfg.extra, "checkpoints": checkpoint_steps(steps),
+                                  "smoke": {"steps": full.steps, "evals": len(full.eval_steps())}})
 
+    # the sweep and the gap pair take one step: only chapter 2 reads them, at their first and last step
     return Chapter2Runs(main={k: mark(c, planned.main[k]) for k, c in runs.main.items()},
-                        sweep=[(a, lab, mark(c, f)) for (a, lab, c), (_, _, f) in zip(runs.sweep, planned.sweep)],
-                        gap={k: mark(c, planned.gap[k]) for k, c in runs.gap.items()})
+                        sweep=[(a, lab, mark(c, f, 1)) for (a, lab, c), (_, _, f) in zip(runs.sweep, planned.sweep)],
+                        gap={k: mark(c, planned.gap[k], 1) for k, c in runs.gap.items()})
 
 
 def _chapter2_runs(s: dict, profile: str, seed: int) -> Chapter2Runs:
@@ -215,9 +227,9 @@ def early_step(steps) -> int:
     return next(s for s in steps if s >= steps[-1] / 10)
 
 
-def spread_steps(steps, n: int) -> list[int]:
-    """``n`` checkpoints spread evenly (by index) over ``steps``, always the first and the last."""
+def spread_steps(steps, n: int | None) -> list[int]:
+    """``n`` checkpoints spread evenly (by index) over ``steps``, always the first and the last (``None``: all)."""
     steps = sorted(int(s) for s in steps)
-    if n < 2 or len(steps) <= n:
+    if n is None or n < 2 or len(steps) <= n:
         return steps
     return sorted({steps[int(round(i))] for i in np.linspace(0, len(steps) - 1, n)})

@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .config import ParameterError, check_profile, derived_generator, derived_seed, resolve_device
+from .config import ParameterError, check_profile, derived_generator, derived_seed, resolve_device, smoke_steps
 from .data.forces import FORCE_PROFILES, load_forces
 from .data.proteins import PROTEIN_PROFILES, load_backbones
 from .data.voxels import VOXEL_PROFILES, load_voxel_molecules, voxelize
@@ -97,8 +97,16 @@ def check_task(name: str) -> str:
 
 
 def task_profile(name: str, profile: str) -> dict[str, Any]:
-    """A copy of the task-level values of ``TASK_PROFILES[name][profile]["task"]``."""
-    return dict(TASK_PROFILES[check_task(name)][check_profile(profile)]["task"])
+    """A copy of the task-level values of ``TASK_PROFILES[name][profile]["task"]``.
+
+    In the smoke mode (:func:`~equivlib.config.smoke_steps`) the full profile's
+    ``["smoke"]["task"]`` entries (smaller held-out sets) replace them.
+    """
+    table = TASK_PROFILES[check_task(name)][check_profile(profile)]
+    out = dict(table["task"])
+    if profile == "full" and smoke_steps() is not None:
+        out.update(table.get("smoke", {}).get("task", {}))
+    return out
 
 
 def check_size(size: str) -> str:

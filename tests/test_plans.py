@@ -3,7 +3,7 @@ import pytest
 
 from equivlib.config import ParameterError
 from equivlib.plans import CHAPTER2, TASK_NAMES, chapter2_plan, chapter2_runs
-from equivlib.runs import RunConfig
+from equivlib.runs import RunConfig, checkpoint_steps
 
 
 def _diff(a: RunConfig, b: RunConfig) -> set[str]:
@@ -97,7 +97,7 @@ def test_early_and_spread_steps():
 
     steps = [0, 1, 3, 10, 31, 96, 300]
     assert early_step(steps) == 31 and early_step([0, 5]) == 5
-    assert spread_steps(steps, 3) == [0, 10, 300] and spread_steps(steps, 10) == steps
+    assert spread_steps(steps, 3) == [0, 10, 300] and spread_steps(steps, 10) == steps == spread_steps(steps, None)
     with pytest.raises(ParameterError, match="no checkpoints"):
         early_step([])
 
@@ -110,15 +110,18 @@ def test_smoke_mode_caps_the_full_plan_and_remembers_each_runs_size(monkeypatch)
     smoke = chapter2_runs("full")
     pairs = list(zip(full.configs(), smoke.configs()))
     assert len(pairs) == len(full.configs()) == len(smoke.configs())
+    main = {c.key for c in smoke.main.values()}
     for f, s in pairs:
-        assert s.steps == 7 and s.extra["smoke"] == {"steps": f.steps, "evals": len(f.eval_steps())}
-        # everything but the steps, their schedules and the smoke mark is the full run's
-        assert _diff(f, s) <= {"steps", "eval_every", "extra"} and s.key != f.key
+        n = 7 if s.key in main else 1  # the sweep and the gap pair take one step
+        assert s.steps == n and s.eval_steps() == [0, n] and s.checkpoints() == checkpoint_steps(n)
+        assert s.extra["smoke"] == {"steps": f.steps, "evals": len(f.eval_steps())}
+        # everything but the steps, their schedules, the smoke mark (and the training sets that fit the smoke's data)
+        assert _diff(f, s) <= {"steps", "eval_every", "extra", "n_train"} and s.key != f.key
+        assert s.n_train == f.n_train or s.n_train in SMOKE[2]["sweep"]["n_train"]
         assert {k: v for k, v in s.extra.items() if k not in ("monitor", "checkpoints", "smoke")} == \
             {k: v for k, v in f.extra.items() if k not in ("monitor", "checkpoints")}
         assert {k: v for k, v in s.monitor_kwargs().items() if k != "at"} == \
             {k: v for k, v in f.monitor_kwargs().items() if k != "at"}
-        assert max(s.checkpoints()) == 7 and set(s.extra["monitor"]["at"]) <= set(s.checkpoints())
     assert chapter2_plan("full")["voxsub"] == {**CHAPTER2["full"]["voxsub"], **SMOKE[2]["voxsub"]}
     assert chapter3_plan("full")["forces"]["n_batches"] == 2 and chapter4_plan("full")["n_directions"] == 2
     assert chapter2_runs("quick").main["forces"].steps == CHAPTER2["quick"]["forces"]["steps"]  # quick untouched

@@ -255,3 +255,15 @@ def test_fixed_batch_at_a_flow_time(tasks):
     assert torch.allclose(fb.extras["t"], torch.full_like(fb.extras["t"], 0.9))
     with pytest.raises(ParameterError, match="no flow times"):
         tasks["forces"].fixed_batch(1, 2, t=0.5)
+
+
+def test_smoke_mode_shrinks_the_full_held_out_sets_only(monkeypatch):
+    full = {name: task_profile(name, "full") for name in TASK_PROFILES}
+    monkeypatch.setenv("EQUIVLIB_SMOKE", "2")
+    for name, table in TASK_PROFILES.items():
+        smoke = task_profile(name, "full")
+        assert smoke == {**full[name], **table["full"].get("smoke", {}).get("task", {})}
+        assert task_profile(name, "quick") == table["quick"]["task"]
+    # the voxel monitor keeps the full grid: few but large inputs, the case the twirl's memory probe is for
+    vox = task_profile("voxels", "full")
+    assert vox["grid_size"] == full["voxels"]["grid_size"] == 48 and vox["n_heldout"] >= 2

@@ -311,15 +311,15 @@ def load_or_build_profile(
     -----
     The spec is ``{"format", "profile", "seed", [variant key], **data}``; a stored
     file is used only when its spec equals it (see :func:`load_or_build`).  In the smoke
-    mode (:func:`~equivlib.config.smoke_steps`) the full profile's ``profiles["full"]["smoke"]``
+    mode (:func:`~equivlib.config.smoke_steps`) the full profile's ``profiles["full"]["smoke"]["data"]``
     entries (fewer molecules) replace those of ``data``, under the key ``<name>-[variant-]smoke-full-seed<seed>``.
     """
     check_profile(profile)
     key = dataset_key(name, profile, seed, variant[1] if variant else None)
     data = dict(profiles[profile]["data"])
-    if profile == "full" and smoke_steps() is not None and profiles[profile].get("smoke"):
+    if profile == "full" and smoke_steps() is not None and profiles[profile].get("smoke", {}).get("data"):
         # the smoke mode: the full generation parameters with fewer molecules, in a file of its own
-        data.update(profiles[profile]["smoke"])
+        data.update(profiles[profile]["smoke"]["data"])
         key = dataset_key(name, profile, seed, "-".join(filter(None, [variant[1] if variant else None, "smoke"])))
     spec = {"format": format_version, "profile": profile, "seed": int(seed),
             **(dict([variant]) if variant else {}), **data}

@@ -83,13 +83,14 @@ FORMAT_VERSION = 1
 #: ``"data"``: generation parameters, stored as the cache file's ``spec`` (changing a
 #: value regenerates the data set and orphans the committed sample);
 #: ``"task"``: ``n_heldout``, the held-out conformers of the task's monitor.
-#: ``"smoke"`` (full only): the ``"data"`` entries ``make smoke`` changes (see :func:`~equivlib.config.smoke_steps`).
+#: ``"smoke"`` (full only): the ``"data"`` and ``"task"`` entries ``make smoke`` changes (:func:`~equivlib.config.smoke_steps`).
 FORCE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"data": dict(n_molecules=50, n_conformers=4, max_heavy_atoms=20, test_fraction=0.2),
               "task": dict(n_heldout=16)},
     "full": {"data": dict(n_molecules=1000, n_conformers=8, max_heavy_atoms=20, test_fraction=0.2),
              "task": dict(n_heldout=256),
-             "smoke": dict(n_molecules=20)},  # make smoke: 160 conformers, labelled in about half a minute
+             # make smoke: 160 conformers (labelled in about half a minute), 8 held out in the monitor
+             "smoke": {"data": dict(n_molecules=20), "task": dict(n_heldout=8)}},
 }
 
 

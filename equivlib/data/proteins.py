@@ -74,13 +74,15 @@ MD_RESIDUE_ALIASES = {
 #: value regenerates the data set and orphans the committed sample);
 #: ``"task"``: ``max_residues`` (the task crops each chain to its first residues;
 #: None: whole chains) and ``n_heldout`` (held-out chains of the monitor; None: all).
+#: ``"smoke"`` (full only): the ``"task"`` entries ``make smoke`` changes (:func:`~equivlib.config.smoke_steps`).
 PROTEIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # quick: a seeded subset of the chains of at most 256 residues, split kept
     "quick": {"data": dict(n_chains=40, max_length=256, min_length=50, max_ca_gap=4.2, test_fraction=0.2),
               "task": dict(max_residues=64, n_heldout=None)},
     # full: every usable chain
     "full": {"data": dict(n_chains=None, max_length=None, min_length=50, max_ca_gap=4.2, test_fraction=0.2),
-             "task": dict(max_residues=None, n_heldout=None)},
+             "task": dict(max_residues=None, n_heldout=None),
+             "smoke": {"task": dict(n_heldout=2)}},  # make smoke: every chain, 2 held out in the monitor
 }
 
 

@@ -72,14 +72,16 @@ VOXEL_CHANNELS = ("C", "N", "O", "F", "S", "Cl")
 #: Å (resolution ``box / grid_size``), and ``n_heldout`` held-out molecules.  It
 #: differs from the recommended grid in the quick profile on purpose: the same
 #: 16 Å box, coarser (16³ at 1 Å instead of 32³ at 0.5 Å) so CPU runs stay short.
-#: ``"smoke"`` (full only): the ``"data"`` entries ``make smoke`` changes (see :func:`~equivlib.config.smoke_steps`).
+#: ``"smoke"`` (full only): the ``"data"`` and ``"task"`` entries ``make smoke`` changes (:func:`~equivlib.config.smoke_steps`).
 VOXEL_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"data": dict(n_molecules=200, max_heavy_atoms=32, max_radius=7.25, grid_size=32, test_fraction=0.2),
               "task": dict(grid_size=16, box=16.0, n_heldout=8)},
     "full": {"data": dict(n_molecules=12000, max_heavy_atoms=32, max_radius=11.25, grid_size=48, test_fraction=0.1),
              "task": dict(grid_size=48, box=24.0, n_heldout=64),
-             # make smoke: enough molecules for the full held-out set (64), so the monitor runs at its full size
-             "smoke": dict(n_molecules=640)},
+             # make smoke: 2 held-out molecules (chapters 3-4 take batches of 2) x the 24 rotations of the exhaustive
+             # monitor = 48 grids of 48^3, few but large inputs, the case whose single pass once asked for 49 GB (for
+             # 128 grids in float64: 48 would ask ~18 GB, over the smoke's memory limit); the twirl's probe chunks them
+             "smoke": {"data": dict(n_molecules=20), "task": dict(n_heldout=2)}},
 }
 
 

@@ -121,7 +121,8 @@ def test_profile_tables_hold_the_specs_of_the_committed_samples(module, table, v
     assert set(table) == {"quick", "full"} and set(table["quick"]) == {"data", "task"}
     # the full profile may name what make smoke changes: only generation parameters, never the task's
     assert {"data", "task"} <= set(table["full"]) <= {"data", "task", "smoke"}
-    assert set(table["full"].get("smoke", {})) <= set(table["full"]["data"])
+    smoke = table["full"].get("smoke", {})
+    assert set(smoke) <= {"data", "task"} and all(set(smoke[h]) <= set(table["full"][h]) for h in smoke)
 
 
 def test_smoke_mode_generates_a_smaller_full_data_set_under_its_own_key(tmp_path, monkeypatch):
@@ -131,7 +132,7 @@ def test_smoke_mode_generates_a_smaller_full_data_set_under_its_own_key(tmp_path
         made.append((n, grid))
         return {"x": np.zeros((n, grid))}, {}
 
-    table = {"quick": {"data": dict(n=2, grid=3)}, "full": {"data": dict(n=100, grid=5), "smoke": dict(n=4)}}
+    table = {"quick": {"data": dict(n=2, grid=3)}, "full": {"data": dict(n=100, grid=5), "smoke": {"data": dict(n=4)}}}
     monkeypatch.setenv("EQUIVLIB_SMOKE", "3")
     arrays, meta = cache.load_or_build_profile("tiny", "full", 0, table, generate, format_version=1,
                                                variant=("method", "m"), cache_dir=tmp_path)
