@@ -831,7 +831,7 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 # {py:func}`~equivlib.groups.exhaustive`, {py:func}`~equivlib.groups.haar_so3`,
 # {py:func}`~equivlib.groups.sample_haar`, {py:func}`~equivlib.latents.latent_similarity`,
 # {py:func}`~equivlib.latents.latent_study`, {py:func}`~equivlib.plans.chapter2_plan`,
-# {py:func}`~equivlib.plans.chapter2_runs`, {py:func}`~equivlib.plotting.log2_axis`,
+# {py:func}`~equivlib.plans.chapter2_runs`, {py:func}`~equivlib.plans.spread_steps`, {py:func}`~equivlib.plotting.log2_axis`,
 # {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.percent_panel`,
 # {py:func}`~equivlib.plotting.set_style`, {py:func}`~equivlib.runs.checkpoint_steps`,
 # {py:func}`~equivlib.runs.get_run`, {py:func}`~equivlib.runs.train_runs`,
