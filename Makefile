@@ -7,6 +7,7 @@ PROFILE ?= quick
 SEED    ?= 0
 DEVICE  ?= auto
 SMOKE_STEPS ?= 3
+SMOKE_CHAPTERS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONDONTWRITEBYTECODE :=
 
@@ -19,7 +20,8 @@ help:
 	@echo "make test                 run the test suite"
 	@echo "make check-html           open every built page in headless Chromium; fail on JS/MathJax/image/link errors"
 	@echo "make smoke                every chapter with the full profile, training loops capped (SMOKE_STEPS=3),"
-	@echo "                          then an estimate of the full book's time on this device (DEVICE=cuda: on the GPU)"
+	@echo "                          then an estimate of the full book's time on this device (DEVICE=cuda: on the GPU);"
+	@echo "                          SMOKE_CHAPTERS=\"01 05\" runs those chapters (and the how-to pages) only"
 	@echo "make bench                run the benchmarks in benchmarks/"
 	@echo "make clean                remove build outputs (keeps .venv)"
 
@@ -52,7 +54,8 @@ check-html: $(STAMP)
 	$(BIN)/python tools/check_pages.py
 
 smoke: $(STAMP)
-	$(BIN)/python tools/smoke.py --steps $(SMOKE_STEPS) --seed $(SEED) --device $(DEVICE)
+	$(BIN)/python tools/smoke.py --steps $(SMOKE_STEPS) --seed $(SEED) --device $(DEVICE) \
+	  $(if $(SMOKE_CHAPTERS),--chapters $(SMOKE_CHAPTERS))
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

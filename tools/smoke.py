@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="training steps of every loop (default 3: four checkpoints, the fewest the chapters' fits take)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--chapters", nargs="*", help="chapter numbers or stems (default: all, and the how-to pages)")
+    ap.add_argument("--chapters", nargs="*", help="chapter numbers or stems (default: all); the how-to pages always run")
     ap.add_argument("--jobs", type=int, default=None, help="pages executed at once (default as make book)")
     args = ap.parse_args(argv)
     if args.steps < 1:
@@ -92,8 +92,7 @@ def main(argv=None) -> int:
     params = {"PROFILE": "full", "SEED": args.seed, "DEVICE": args.device}
     lib_hash = bb.tree_hash()
     pages = [(p, params, lib_hash) for p in bb.chapter_files(args.chapters)]
-    if not args.chapters:
-        pages += [(p, params, lib_hash) for p in sorted(bb.CHAPTERS.glob(bb.GUIDES))]
+    pages += [(p, params, lib_hash) for p in sorted(bb.CHAPTERS.glob(bb.GUIDES))]
     t0 = time.time()
     bb.execute_all(pages, force=True, jobs=jobs)
     wall = time.time() - t0
@@ -111,7 +110,8 @@ def main(argv=None) -> int:
     for stem, s in times.items():
         print(f"  {stem:40s} smoke {s:6.0f} s")
     where = ", ".join(result["devices"])
-    print(f"estimated full profile on {where}: {result['full_s'] / 3600:.2f} h "
+    print(f"estimated full profile of {'these pages' if args.chapters else 'the book'} on {where}: "
+          f"{result['full_s'] / 3600:.2f} h "
           f"({result['smoke_s']:.0f} s of pages as run here + {result['extra_s']:.0f} s of the loops' missing steps "
           f"and evaluations; repetitions, grids and Hessian work counted at their smoke size)")
     if "cuda" not in where:
