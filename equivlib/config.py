@@ -190,7 +190,7 @@ def by_profile(profile: str, *, quick: Any, full: Any, smoke: Any = None) -> Any
     if smoke_steps() is None:
         return full
     if not isinstance(full, dict):
-        return _smoke_value("", full) if smoke is None else smoke
+        return full if smoke is None else smoke
     return _merge(_smoke_value("", full), smoke or {})
 
 

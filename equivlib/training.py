@@ -413,8 +413,8 @@ def _report_smoke(log: pd.DataFrame, steps: int, monitor, desc: str, model) -> N
              "step_s": float(steady.mean()) if len(steady) else 0.0, "train_s": float(log["seconds"].iloc[-1]) if len(log) else 0.0,
              "device": str(next(model.parameters()).device), "pid": os.getpid()}
     if monitor is not None:
-        inner = getattr(monitor, "monitor", monitor)
-        n_eval = max(int(getattr(inner, "evaluations", 0)), 1)
+        inner = getattr(monitor, "monitor", monitor)  # a wrapper (runs' checkpointing) around the monitor
+        n_eval = max(inner.evaluations, 1)
         entry.update(evals=n_eval, eval_s=monitor.seconds / n_eval,
                      planned_evals=_planned_evaluations(monitor, planned))
     smoke_report(entry)

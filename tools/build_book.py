@@ -165,6 +165,15 @@ def default_jobs() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
+def kernel_environment(jobs: int | None) -> int:
+    """Set what every chapter kernel inherits (inline figures; cores / jobs torch threads); return the jobs."""
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs > 1 and not os.environ.get("EQUIVLIB_THREADS"):  # kernels side by side share the cores
+        os.environ["EQUIVLIB_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return jobs
+
+
 def execute_all(pages: list[tuple[Path, dict, str]], force: bool, jobs: int) -> None:
     """Execute ``(path, params, lib_hash)`` pages, up to ``jobs`` at once, each after its ``AFTER`` prerequisite.
 
@@ -260,10 +269,7 @@ def main(argv=None) -> int:
             raise BuildError(f"--param expects KEY=VALUE, got {kv!r}")
         k, v = kv.split("=", 1)
         params[k] = yaml.safe_load(v)
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    jobs = default_jobs() if args.jobs is None else args.jobs
-    if jobs > 1 and not os.environ.get("EQUIVLIB_THREADS"):  # kernels side by side share the cores
-        os.environ["EQUIVLIB_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    jobs = kernel_environment(args.jobs)
     t0 = time.time()
     lib_hash = tree_hash()
     common = {k: params[k] for k in ("PROFILE", "SEED", "DEVICE")}  # chapter-specific -p values are not theirs

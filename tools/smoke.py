@@ -85,10 +85,7 @@ def main(argv=None) -> int:
     ledger = SMOKE / "ledger.jsonl"
     os.environ.update({"EQUIVLIB_SMOKE": str(args.steps), "EQUIVLIB_SMOKE_LEDGER": str(ledger),
                        "EQUIVLIB_RUNS": str(SMOKE / "runs")})
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    jobs = bb.default_jobs() if args.jobs is None else args.jobs
-    if jobs > 1 and not os.environ.get("EQUIVLIB_THREADS"):
-        os.environ["EQUIVLIB_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    jobs = bb.kernel_environment(args.jobs)
     params = {"PROFILE": "full", "SEED": args.seed, "DEVICE": args.device}
     lib_hash = bb.tree_hash()
     pages = [(p, params, lib_hash) for p in bb.chapter_files(args.chapters)]
