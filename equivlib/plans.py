@@ -29,7 +29,10 @@ TASK_NAMES = ("forces", "flow", "voxels")
 #: Chapter 2 per profile.  Per task: model size, training steps, batch size, learning
 #: rate and the monitor's group sample; ``n_evals``: monitor evaluations per run
 #: (log-spaced); ``sweep``: the force-task variants (each changes one setting of the
-#: force run) with their cheaper monitor; ``gap``: the efficiency-gap pair;
+#: force run) with their cheaper monitor; ``task_sweep``: the same for the flow and voxel
+#: runs (training-set size and model size, the paper's axes for those tasks; the task's own
+#: monitor, ``n_evals`` evaluations); ``gap``: the efficiency-gap pair, repeated with
+#: ``seeds`` training seeds (same data and held-out set);
 #: ``voxsub``: the random-subset study of the voxel task (N values, repetitions,
 #: subsets at every checkpoint, and ``n_split``: how many checkpoints the exact split covers, None: all).
 CHAPTER2: dict[str, dict] = {
@@ -40,7 +43,9 @@ CHAPTER2: dict[str, dict] = {
         n_evals=12,
         sweep=dict(n_train=[16, 48], batch=[1, 4], size=["medium"], optim=[("adam", 1e-4), ("sgd", 1e-2)],
                    monitor=dict(n_elements=4), n_evals=10),
-        gap=dict(steps=2000, n_evals=14),
+        task_sweep=dict(flow=dict(n_train=[8], size=["medium"]), voxels=dict(n_train=[40], size=["medium"]),
+                        n_evals=10),
+        gap=dict(steps=1000, n_evals=12, seeds=3),
         voxsub=dict(Ns=[2, 4, 8, 16], reps=10, n_check=8, n_split=None),
     ),
     "full": dict(
@@ -50,7 +55,9 @@ CHAPTER2: dict[str, dict] = {
         n_evals=20,
         sweep=dict(n_train=[256, 2048], batch=[1, 16], size=["small", "medium"],
                    optim=[("adam", 5e-5), ("sgd", 1e-2)], monitor=dict(n_elements=8), n_evals=16),
-        gap=dict(steps=20000, n_evals=20),
+        task_sweep=dict(flow=dict(n_train=[32], size=["small", "medium"]),
+                        voxels=dict(n_train=[1000], size=["small", "medium"]), n_evals=16),
+        gap=dict(steps=20000, n_evals=20, seeds=3),
         voxsub=dict(Ns=[2, 4, 8, 16], reps=50, n_check=8, n_split=None),
     ),
 }
@@ -61,7 +68,8 @@ CHAPTER2: dict[str, dict] = {
 #: smaller held-out sets), grid points; the sweep's training-set sizes fit the smoke's 128 training
 #: conformers (nested dicts merge).
 SMOKE = {
-    2: dict(n_evals=3, sweep=dict(n_train=[32, 64], n_evals=3), gap=dict(n_evals=3),
+    2: dict(n_evals=3, sweep=dict(n_train=[32, 64], n_evals=3), task_sweep=dict(voxels=dict(n_train=[8]), n_evals=3),
+            gap=dict(n_evals=3),
             voxsub=dict(Ns=[2, 4], reps=2, n_check=2, n_split=2)),
     3: dict(forces=dict(n_batches=2, n_samples=2), flow=dict(n_batches=2, n_samples=1),
             voxels=dict(n_batches=2, n_samples=1), n_checkpoints=2, grid=3),
@@ -90,18 +98,24 @@ class Chapter2Runs:
     sweep : list[tuple[str, str, RunConfig]]
         ``(axis, label, config)``: the force run with one setting changed (axes
         ``training set``, ``batch size``, ``model size``, ``optimiser``).
-    gap : dict[str, RunConfig]
-        ``escaip`` and ``e3nn``: the force run trained longer with each architecture.
+    task_sweeps : dict[str, list[tuple[str, str, RunConfig]]]
+        The same for the ``flow`` and ``voxels`` runs (axes ``training set`` and ``model size``).
+    gap : dict[str, list[RunConfig]]
+        ``escaip`` and ``e3nn``: the force run trained longer with each architecture, one
+        configuration per training seed (``train_seed``), in the same order for both.
     """
 
     main: dict
     sweep: list
+    task_sweeps: dict
     gap: dict
 
     def configs(self) -> list[RunConfig]:
-        """Every configuration once, in training order (main, sweep, gap)."""
+        """Every configuration once, in training order (main, sweeps, gap)."""
         out, seen = [], set()
-        for cfg in [*self.main.values(), *(c for _, _, c in self.sweep), *self.gap.values()]:
+        for cfg in [*self.main.values(), *(c for _, _, c in self.sweep),
+                    *(c for sw in self.task_sweeps.values() for _, _, c in sw),
+                    *(c for pair in zip(*self.gap.values()) for c in pair)]:
             if cfg.key not in seen:
                 seen.add(cfg.key)
                 out.append(cfg)
@@ -130,10 +144,14 @@ def chapter2_runs(profile: str = "quick", seed: int = 0) -> Chapter2Runs:
                            extra={**cfg.extra, "checkpoints": checkpoint_steps(steps),
                                   "smoke": {"steps": full.steps, "evals": len(full.eval_steps())}})
 
-    # the sweep and the gap pair take one step: only chapter 2 reads them, at their first and last step
+    # the sweeps and the gap pairs take one step: only chapter 2 reads them, at their first and last step
+    def marked(sweep, full_sweep):
+        return [(a, lab, mark(c, f, 1)) for (a, lab, c), (_, _, f) in zip(sweep, full_sweep)]
+
     return Chapter2Runs(main={k: mark(c, planned.main[k]) for k, c in runs.main.items()},
-                        sweep=[(a, lab, mark(c, f, 1)) for (a, lab, c), (_, _, f) in zip(runs.sweep, planned.sweep)],
-                        gap={k: mark(c, planned.gap[k], 1) for k, c in runs.gap.items()})
+                        sweep=marked(runs.sweep, planned.sweep),
+                        task_sweeps={k: marked(sw, planned.task_sweeps[k]) for k, sw in runs.task_sweeps.items()},
+                        gap={k: [mark(c, f, 1) for c, f in zip(cs, planned.gap[k])] for k, cs in runs.gap.items()})
 
 
 def _chapter2_runs(s: dict, profile: str, seed: int) -> Chapter2Runs:
@@ -153,12 +171,25 @@ def _chapter2_runs(s: dict, profile: str, seed: int) -> Chapter2Runs:
                 + [("model size", size, dict(model_size=size)) for size in sw["size"] if size != ref.model_size]
                 + [("optimiser", f"{o} lr {lr:g}", dict(optimizer=o, lr=lr)) for o, lr in sw["optim"]])
     sweep = [(axis, label, ref.replace(monitor=monitor, **change)) for axis, label, change in variants]
+    # flow and voxels: the task's own monitor (its times, its group scheme) at fewer evaluations
+    ts = s["task_sweep"]
+    task_sweeps = {}
+    for name in ("flow", "voxels"):
+        base, t = main[name], ts[name]
+        at = {"at": checkpoint_steps(base.steps, ts["n_evals"])}
+        task_sweeps[name] = (
+            [("training set", f"{n} {'chains' if name == 'flow' else 'molecules'}",
+              base.replace(n_train=n, monitor=at, extra={"monitor": base.extra["monitor"]})) for n in t["n_train"]]
+            + [("model size", size, base.replace(model_size=size, monitor=at, extra={"monitor": base.extra["monitor"]}))
+               for size in t["size"] if size != base.model_size])
     es = ref.replace(steps=gap["steps"], eval_every=gap["steps"],
                      monitor={**sw["monitor"], "at": checkpoint_steps(gap["steps"], gap["n_evals"])})
+    # replicates: the same data and held-out set (seed), other initialisations and minibatches (train_seed)
+    es = [es.replace(train_seed=None if k == 0 else seed + k) for k in range(gap["seeds"])]
     # the e3nn model is equivariant to round-off: its monitor runs in float64 throughout, where
     # the mixed default would read float32 round-off (~1e-12 %) as its equivariance error
-    e3 = es.replace(arch="e3nn", monitor={"precision": "exact"})
-    return Chapter2Runs(main=main, sweep=sweep, gap={"escaip": es, "e3nn": e3})
+    e3 = [c.replace(arch="e3nn", monitor={"precision": "exact"}) for c in es]
+    return Chapter2Runs(main=main, sweep=sweep, task_sweeps=task_sweeps, gap={"escaip": es, "e3nn": e3})
 
 
 #: Chapter 3 (curvature) per profile.  Per task: the parameter subset whose Hessians are

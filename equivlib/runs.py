@@ -101,7 +101,10 @@ class RunConfig:
     ``extra["monitor"]["at"]`` to resolve the early dip.
     ``arch`` picks the architecture (``equivlib.tasks.ARCHS``; ``"e3nn"`` is
     the exactly equivariant force field).  ``n_train`` trains on a seeded random
-    subset of that many training examples (default: all).
+    subset of that many training examples (default: all).  ``seed`` seeds the data
+    (generation, split, subset) and, unless ``train_seed`` is given, the training
+    (initialisation, minibatches, augmentation); ``train_seed`` repeats a run with
+    the same data and held-out set but another initialisation and minibatch order.
     """
 
     task: str
@@ -116,6 +119,7 @@ class RunConfig:
     augment: bool = True
     arch: str = "default"
     n_train: int | None = None
+    train_seed: int | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -125,6 +129,9 @@ class RunConfig:
         if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, (int, np.integer))
                                          or self.n_train < 1):
             raise ParameterError(f"RunConfig.n_train must be a positive integer or None, got {self.n_train!r}")
+        if self.train_seed is not None and (isinstance(self.train_seed, bool)
+                                            or not isinstance(self.train_seed, (int, np.integer)) or self.train_seed < 0):
+            raise ParameterError(f"RunConfig.train_seed must be a non-negative integer or None, got {self.train_seed!r}")
         check_profile(self.profile)
         for k in ("seed", "steps", "batch_size", "eval_every"):
             v = getattr(self, k)
@@ -266,7 +273,8 @@ def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
     (tmp / "checkpoints").mkdir(parents=True)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(config.seed)
+            train_seed = config.seed if config.train_seed is None else config.train_seed
+            torch.manual_seed(train_seed)
             task = config.make_task(device)
             data = task.data
             if config.n_train is not None:
@@ -288,7 +296,7 @@ def _train(config: RunConfig, path: Path, device, progress: bool) -> None:
                               forward=task.forward, loss=task.loss, optimizer=config.optimizer, lr=config.lr,
                               augment=task.batch_transform(config.augment),
                               monitor=checkpointing,
-                              generator=torch.Generator().manual_seed(config.seed), progress=progress,
+                              generator=torch.Generator().manual_seed(train_seed), progress=progress,
                               desc=config.key)
         table = monitor.table()
         clock = dict(zip(train_log["step"], train_log["seconds"]))
@@ -399,7 +407,8 @@ def default_executor(max_workers: int | None = None, device=None) -> Executor | 
 
 
 def train_runs(configs, *, executor: Executor | str | None = None, cache_dir=None, device=None,
-               threads_per_worker: int | None = None, progress: bool = True, poll: float = 2.0) -> list[Run]:
+               threads_per_worker: int | None = None, progress: bool = True, poll: float = 2.0,
+               first=()) -> list[Run]:
     """Every run of ``configs``: the missing ones trained concurrently through ``executor``, then all loaded.
 
     ``executor`` is anything with ``submit(fn, *args)`` whose workers share
@@ -416,6 +425,8 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir=Non
     and numbers that do not depend on the machine's core count; a run trained
     here, with more threads, can differ from it in the last digits); on a GPU,
     cores / workers.  A failed run raises here with the configuration's key.
+    Missing runs are submitted longest first, except those of ``first`` (configurations
+    among ``configs``: the runs another process is waiting for), which go before all others.
     """
     if isinstance(executor, str):
         if executor != "auto":
@@ -423,13 +434,16 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir=Non
         auto = default_executor(device=device)
         try:
             return train_runs(configs, executor=auto, cache_dir=cache_dir, device=device,
-                              threads_per_worker=threads_per_worker, progress=progress)
+                              threads_per_worker=threads_per_worker, progress=progress, first=first)
         finally:
             if auto is not None:
                 auto.shutdown()
-    configs = list(configs)
-    if not all(isinstance(c, RunConfig) for c in configs):
-        raise ParameterError("train_runs needs RunConfig objects")
+    configs, first = list(configs), list(first)
+    if not all(isinstance(c, RunConfig) for c in configs + first):
+        raise ParameterError("train_runs needs RunConfig objects (configs and first)")
+    first_keys = {c.key for c in first}
+    if not first_keys <= {c.key for c in configs}:
+        raise ParameterError(f"first names runs that are not in configs: {sorted(first_keys - {c.key for c in configs})}")
     cache_dir = runs_dir() if cache_dir is None else cache_dir
     dev = torch.device("cpu") if device is None else resolve_device(device)
     missing, seen = [], set()
@@ -440,9 +454,9 @@ def train_runs(configs, *, executor: Executor | str | None = None, cache_dir=Non
     if executor is not None and missing:
         workers = getattr(executor, "_max_workers", None) or 1
         threads = threads_per_worker or (1 if dev.type == "cpu" else max(1, (os.cpu_count() or 1) // workers))
-        # longest first (a rough cost: steps x batch x model size), so a long run does not start last
-        # and finish alone while the other workers idle
-        missing.sort(key=_rough_cost, reverse=True)
+        # ``first`` first (another process waits for them), then longest first (a rough cost: steps x batch x
+        # model size), so a long run does not start last and finish alone while the other workers idle
+        missing.sort(key=lambda c: (c.key not in first_keys, -_rough_cost(c)))
         futures = {executor.submit(_train_in_worker, c.to_dict(), str(cache_dir), str(dev), threads): c
                    for c in missing}
         bar = tqdm(total=len(futures), desc="training runs", disable=not progress, mininterval=2)

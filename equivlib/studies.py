@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .curves import check_curve, dip_step
+from .curves import check_curve, crossover, dip_step, loss_at
 from .groups import Action, GroupSample, element_indices, exhaustive
 from .training import float64_copy
 from .twirl import TwirledModel, bootstrap_se, decompose, decompose_general, decompose_model, twisted_predictions
 
 __all__ = ["identity_check", "resampling_study", "ratio_bias", "scheme_study", "se_ratio_table",
-           "twirled_inference_study", "checkpoint_split_study", "CheckpointSplit", "sweep_table"]
+           "twirled_inference_study", "checkpoint_split_study", "CheckpointSplit", "sweep_table", "race_table"]
 
 
 def _summ(d) -> dict:
@@ -319,8 +319,8 @@ def checkpoint_split_study(
     return CheckpointSplit(pd.DataFrame(rows), final[0], final[1], final[2], n_check)
 
 
-def sweep_table(runs: Mapping[tuple[str, str], object], reference, n_examples: int, dip_factor: float = 10
-                ) -> pd.DataFrame:
+def sweep_table(runs: Mapping[tuple[str, str], object], reference, n_examples: int, dip_factor: float = 10,
+                curve: Callable | None = None) -> pd.DataFrame:
     """One row per run of a one-setting-at-a-time sweep: dip step and epoch, minimum and final percent.
 
     ``runs`` maps ``(axis, setting label)`` to a cached :class:`~equivlib.runs.Run`;
@@ -329,10 +329,12 @@ def sweep_table(runs: Mapping[tuple[str, str], object], reference, n_examples: i
     The column ``dip step`` is :func:`equivlib.curves.dip_step` with ``dip_factor``;
     ``dip epoch`` converts it with ``batch_size / n_train``; ``_curve`` keeps each
     sorted monitor table for plotting.  Rows are sorted by axis, reference first.
+    ``curve`` maps a run to its curve (default: its monitor table; a monitor with one
+    row per step and label, such as flow matching's times, needs :func:`~equivlib.curves.pool_over`).
     """
     rows = []
     for (axis, label), run in runs.items():
-        c = check_curve(run.monitor)
+        c = check_curve(run.monitor if curve is None else curve(run))
         n_ex = run.config.n_train or n_examples
         epoch = run.config.batch_size / n_ex  # epochs per step
         d = dip_step(c, dip_factor)
@@ -345,3 +347,32 @@ def sweep_table(runs: Mapping[tuple[str, str], object], reference, n_examples: i
     if not (df["min %"].notna().all() and (df["final loss"] > 0).all()):
         raise ValueError("a sweep run has a non-finite percent or a non-positive loss")
     return df
+
+
+def race_table(pairs: Sequence[tuple[object, object]]) -> pd.DataFrame:
+    """Two models raced on held-out loss against training time, one row per replicate.
+
+    ``pairs`` holds ``(run_a, run_b)`` cached :class:`~equivlib.runs.Run` pairs (e.g. one
+    per training seed), each monitored with ``train_seconds``.  Columns: ``ms_a``/``ms_b``
+    (training milliseconds per step), ``speed_ratio`` (``ms_b / ms_a``), ``final_a``/``final_b``
+    (held-out loss at the last step), ``percent_a`` (``a``'s final equivariance percent), and
+    from :func:`~equivlib.curves.crossover`: ``t_common`` (the shorter run's training time),
+    ``L_a``/``L_b`` (the losses then), ``b_ahead`` and ``t_cross``; ``late_fall_a``/``late_fall_b``:
+    the fraction of its loss each run lost over the last doubling of its training time
+    (``1 - L(T) / L(T/2)``, interpolated by :func:`~equivlib.curves.loss_at`), which says which is
+    still improving faster when the race ends.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("race_table needs at least one (run_a, run_b) pair")
+    rows = []
+    for k, (a, b) in enumerate(pairs):
+        ca, cb = check_curve(a.monitor), check_curve(b.monitor)
+        ms_a, ms_b = 1e3 * a.train_seconds / a.config.steps, 1e3 * b.train_seconds / b.config.steps
+        race = crossover(ca, cb)
+        late = [1 - float(c["L"].iloc[-1]) / loss_at(c, float(c["train_seconds"].max()) / 2) for c in (ca, cb)]
+        rows.append({"replicate": k, "ms_a": ms_a, "ms_b": ms_b, "speed_ratio": ms_b / ms_a,
+                     "final_a": float(ca["L"].iloc[-1]), "final_b": float(cb["L"].iloc[-1]),
+                     "percent_a": float(ca["percent"].iloc[-1]), **race, "late_fall_a": late[0],
+                     "late_fall_b": late[1]})
+    return pd.DataFrame(rows)

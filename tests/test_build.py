@@ -208,6 +208,12 @@ def test_pages_run_side_by_side_and_after_their_prerequisite(sandbox, monkeypatc
     t = {tuple(line.split()[:2]): float(line.split()[2]) for line in log.read_text().splitlines()}
     assert t[("start", "02_b")] < t[("end", "01_a")] and t[("start", "01_a")] < t[("end", "02_b")]  # side by side
     assert t[("start", "03_c")] >= t[("end", "02_b")]  # after its prerequisite
+    # a FIRST page starts before the others (one at a time here), with no prerequisite to wait for
+    log.write_text("")
+    monkeypatch.setattr(bb, "AFTER", {})
+    monkeypatch.setattr(bb, "FIRST", ("03_c",))
+    bb.execute_all(pages[::2], force=True, jobs=1)
+    assert [line.split()[:2] for line in log.read_text().splitlines()][:2] == [["start", "03_c"], ["end", "03_c"]]
     with pytest.raises(bb.BuildError, match="--jobs must be >= 1"):
         bb.execute_all(pages, force=False, jobs=0)
 

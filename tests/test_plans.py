@@ -41,21 +41,40 @@ def test_each_sweep_run_changes_one_setting(profile):
     assert len({cfg.key for _, _, cfg in plan.sweep}) == len(plan.sweep)
 
 
-def test_gap_pair_differs_in_architecture_only():
+def test_gap_pairs_differ_in_architecture_only_and_replicate_the_training_seed():
+    plan = chapter2_runs("quick", seed=5)
+    assert len(plan.gap["escaip"]) == len(plan.gap["e3nn"]) == CHAPTER2["quick"]["gap"]["seeds"] >= 3
+    for k, (es, e3) in enumerate(zip(plan.gap["escaip"], plan.gap["e3nn"])):
+        assert _diff(es, e3) == {"arch", "extra"} and e3.arch == "e3nn"
+        # and the e3nn model's monitor is exact: in mixed mode it would read float32 round-off
+        assert e3.extra["monitor"] == {**es.extra["monitor"], "precision": "exact"}
+        assert "precision" not in es.extra["monitor"]
+        assert es.steps == CHAPTER2["quick"]["gap"]["steps"]
+        # the same data and held-out set (seed); replicate k > 0 another initialisation and minibatch order
+        assert es.seed == 5 and es.train_seed == (None if k == 0 else 5 + k)
+        assert _diff(plan.main["forces"], es) <= {"steps", "eval_every", "extra", "train_seed"}
+    assert len({c.key for c in plan.gap["escaip"]}) == CHAPTER2["quick"]["gap"]["seeds"]
+
+
+def test_flow_and_voxel_sweeps_change_one_setting_of_their_main_run():
     plan = chapter2_runs("quick")
-    es, e3 = plan.gap["escaip"], plan.gap["e3nn"]
-    assert _diff(es, e3) == {"arch", "extra"} and e3.arch == "e3nn"
-    # and the e3nn model's monitor is exact: in mixed mode it would read float32 round-off
-    assert e3.extra["monitor"] == {**es.extra["monitor"], "precision": "exact"}
-    assert "precision" not in es.extra["monitor"]
-    assert es.steps == CHAPTER2["quick"]["gap"]["steps"]
-    assert _diff(plan.main["forces"], es) == {"steps", "eval_every", "extra"}
+    assert set(plan.task_sweeps) == {"flow", "voxels"}
+    for name, sweep in plan.task_sweeps.items():
+        ref = plan.main[name]
+        assert {axis for axis, _, _ in sweep} == {"training set", "model size"}
+        for axis, label, cfg in sweep:
+            assert _diff(ref, cfg) - {"extra"} == ({"n_train"} if axis == "training set" else {"model_size"}), label
+            # the task's own monitor (flow: its times; voxels: its group scheme), fewer evaluations
+            assert {k: v for k, v in cfg.monitor_kwargs().items() if k != "at"} == \
+                {k: v for k, v in ref.monitor_kwargs().items() if k != "at"}
+            assert len(cfg.eval_steps()) < len(ref.eval_steps())
 
 
 def test_configs_lists_every_run_once():
     plan = chapter2_runs("quick")
     keys = [c.key for c in plan.configs()]
-    assert len(keys) == len(set(keys)) == 3 + len(plan.sweep) + 2
+    n_task_sweeps = sum(len(sw) for sw in plan.task_sweeps.values())
+    assert len(keys) == len(set(keys)) == 3 + len(plan.sweep) + n_task_sweeps + 2 * CHAPTER2["quick"]["gap"]["seeds"]
 
 
 def test_plan_is_a_copy_and_bad_input_is_named():
@@ -117,7 +136,8 @@ def test_smoke_mode_caps_the_full_plan_and_remembers_each_runs_size(monkeypatch)
         assert s.extra["smoke"] == {"steps": f.steps, "evals": len(f.eval_steps())}
         # everything but the steps, their schedules, the smoke mark (and the training sets that fit the smoke's data)
         assert _diff(f, s) <= {"steps", "eval_every", "extra", "n_train"} and s.key != f.key
-        assert s.n_train == f.n_train or s.n_train in SMOKE[2]["sweep"]["n_train"]
+        assert s.n_train == f.n_train or s.n_train in SMOKE[2]["sweep"]["n_train"] + \
+            SMOKE[2]["task_sweep"]["voxels"]["n_train"]
         assert {k: v for k, v in s.extra.items() if k not in ("monitor", "checkpoints", "smoke")} == \
             {k: v for k, v in f.extra.items() if k not in ("monitor", "checkpoints")}
         assert {k: v for k, v in s.monitor_kwargs().items() if k != "at"} == \

@@ -100,6 +100,22 @@ def test_run_with_e3nn_baseline_and_training_subset(tmp_path):
                 progress=False)
 
 
+def test_train_seed_repeats_a_run_on_the_same_data_with_another_initialisation(tmp_path):
+    base = RunConfig("flow", steps=2, batch_size=4, eval_every=2, extra=RUN_EXTRA)
+    a, b, b2 = (get_run(base.replace(train_seed=ts), cache_dir=tmp_path, progress=False) for ts in (None, 1, 1))
+    assert b.config.key == b2.config.key and not b2.trained  # the same configuration: one run
+    assert a.config.key != b.config.key
+    wa, wb = a.load_model(0).state_dict(), b.load_model(0).state_dict()
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # another initialisation
+    assert torch.equal(base.make_task().heldout.x, base.replace(train_seed=1).make_task().heldout.x)  # same data
+    assert torch.equal(a.load_model(0).state_dict()[next(iter(wa))],
+                       get_run(base.replace(train_seed=0), cache_dir=tmp_path, progress=False).load_model(0)
+                       .state_dict()[next(iter(wa))])  # train_seed=seed is the default training
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ParameterError, match="train_seed"):
+            base.replace(train_seed=bad)
+
+
 def test_runconfig_replace_merges_monitor():
     from equivlib.runs import RunConfig
 
@@ -260,6 +276,12 @@ def test_train_runs_submits_the_longest_runs_first(tmp_path, monkeypatch):
     cfgs = [RunConfig("forces", steps=5), RunConfig("forces", steps=50), RunConfig("forces", model_size="medium", steps=20)]
     runs_mod.train_runs(cfgs, executor=_Recorder(), cache_dir=tmp_path, progress=False)
     assert order == [(20, "medium"), (50, "small"), (5, "small")]
+    # the runs another process waits for go first, whatever their cost
+    order.clear()
+    runs_mod.train_runs(cfgs, executor=_Recorder(), cache_dir=tmp_path, progress=False, first=cfgs[:1])
+    assert order == [(5, "small"), (20, "medium"), (50, "small")]
+    with pytest.raises(ParameterError, match="not in configs"):
+        runs_mod.train_runs(cfgs[1:], executor=_Recorder(), cache_dir=tmp_path, progress=False, first=cfgs[:1])
 
 
 def test_config_rebuilds_its_task_and_monitor_keywords():

@@ -220,6 +220,40 @@ def test_sweep_table_dip_and_epochs():
     assert row["dip step"] == 10 and row["dip epoch"] == pytest.approx(10 * 4 / 8) and row["epochs"] == pytest.approx(50)
     assert t[(t["axis"] == "data") & t["reference"]].iloc[0]["dip step"] == 50
     assert pd.isna(t[(t["axis"] == "batch") & ~t["reference"]].iloc[0]["dip step"])
+    # a monitor with one row per (step, label) is pooled by the curve function; unpooled it is refused
+    two = pd.concat([ref.monitor.assign(t=0.1), ref.monitor.assign(t=0.9)])
+    labelled = SimpleNamespace(monitor=two, config=ref.config)
+    with pytest.raises(ValueError, match="several rows per step"):
+        sweep_table({("data", "all"): labelled}, labelled, n_examples=40)
+    pooled = sweep_table({("data", "all"): labelled}, labelled, n_examples=40,
+                         curve=lambda r: r.monitor[r.monitor["t"] == 0.1].drop(columns="t"))
+    assert pooled.iloc[0]["dip step"] == 50
+
+
+def test_race_table_per_replicate():
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from equivlib.studies import race_table
+
+    def run(losses, seconds, steps=100):
+        mon = pd.DataFrame({"step": [0, 10, 50, 100], "L": losses, "percent": 1.0,
+                            "train_seconds": [0.0, *seconds]})
+        return SimpleNamespace(monitor=mon, train_seconds=seconds[-1], config=SimpleNamespace(steps=steps))
+
+    slow_good = run([2.0, 1.5, 1.0, 0.5], [2.0, 10.0, 20.0])  # b: twice the time per step, better late
+    fast = run([1.0, 0.9, 0.8, 0.7], [1.0, 5.0, 10.0])
+    t = race_table([(fast, slow_good), (fast, fast)])
+    assert list(t["replicate"]) == [0, 1]
+    r = t.iloc[0]
+    assert r["speed_ratio"] == pytest.approx(2.0) and r["ms_a"] == pytest.approx(100.0)
+    assert r["t_common"] == pytest.approx(10.0) and r["final_b"] == 0.5
+    # at 10 s the slow run (step 50) is at 1.0 against the fast run's 0.7: a ahead there
+    assert r["L_b"] == pytest.approx(1.0) and r["L_a"] == pytest.approx(0.7) and r["b_ahead"] == "never at the end"
+    # over the last doubling (10 s -> 20 s) the slow run halved its loss; the fast one lost 1 - 0.7/0.8 (5 s -> 10 s)
+    assert r["late_fall_b"] == pytest.approx(0.5) and r["late_fall_a"] == pytest.approx(1 - 0.7 / 0.8)
+    with pytest.raises(ValueError, match="at least one"):
+        race_table([])
 
 
 def test_identity_check_on_a_linear_model():

@@ -13,7 +13,8 @@ stops the build with the chapter and cell named.  Execution is cached: a chapter
 is re-executed only when its source, its parameters, or the library / data
 samples it runs on change.  Chapters run side by side (``--jobs``, default: two on a
 machine with two or more cores), each kernel with cores / jobs torch threads; a
-chapter that reads another's cached training runs starts after it (``AFTER``).
+chapter whose training runs others read starts first (``FIRST``), and a page may be held back until
+another has finished (``AFTER``).
 Rendering runs Jupyter Book with execution off,
 warnings as errors, nitpicky, and a full rebuild.
 """
@@ -45,11 +46,13 @@ HASHED_TREES = ["equivlib", "data/samples"]
 LANDING = CHAPTERS / "findings.py"
 #: how-to pages (``chapters/guide_*.py``): executed like chapters, after them, and not read by the landing page
 GUIDES = "guide_*.py"
-#: chapter -> the chapter whose cached training runs it reads: started only after that one finished (run
-#: side by side, both would want the same runs at once, one waiting on the other's cache locks). Chapter 5
-#: reads a single run of chapter 2 and is not held back: if it comes first it trains that run itself, under
-#: the run's lock, and chapter 2 then loads it
-AFTER = {"03_curvature": "02_learning_dynamics", "04_gradients_kl": "02_learning_dynamics"}
+#: chapter -> a chapter it must wait for (none at present).  Chapters 3-5 read chapter 2's three main runs
+#: but do not wait for chapter 2 to finish: chapter 2 trains those runs before its other runs
+#: (``train_runs(first=...)``), each under a lock on its cache entry, so a chapter that asks for one
+#: loads it, waits on its lock while it is being trained, or trains it itself if nobody has started it
+AFTER: dict[str, str] = {}
+#: pages started before the others (in this order): those whose training runs other pages read
+FIRST = ("02_learning_dynamics",)
 
 
 class BuildError(RuntimeError):
@@ -177,13 +180,13 @@ def kernel_environment(jobs: int | None) -> int:
 def execute_all(pages: list[tuple[Path, dict, str]], force: bool, jobs: int) -> None:
     """Execute ``(path, params, lib_hash)`` pages, up to ``jobs`` at once, each after its ``AFTER`` prerequisite.
 
-    Prerequisites start first (they hold up the most), the rest in the given order.
+    Prerequisites and ``FIRST`` pages start first (they hold up the most), the rest in the given order.
     The first failure stops new starts; the ones running finish, then it is raised.
     """
     if jobs < 1:
         raise BuildError(f"--jobs must be >= 1, got {jobs}")
     stems = {p.stem for p, _, _ in pages}
-    needed = {AFTER[s] for s in stems if s in AFTER and AFTER[s] in stems}
+    needed = {AFTER[s] for s in stems if s in AFTER and AFTER[s] in stems} | (set(FIRST) & stems)
     pending = sorted(pages, key=lambda page: page[0].stem not in needed)  # stable: otherwise the given order
     done: set[str] = set()
     running: dict = {}
