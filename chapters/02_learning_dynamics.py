@@ -714,8 +714,8 @@ glue("ch2-gap-diff", at_t_diff.text(".3f"))
 glue("ch2-gap-cross",
      f"the e3nn model had the lower held-out loss in {n_e3_ahead} of {n_seeds} seeds"
      + ("" if race["t_cross"].isna().all() else
-        ", overtaking the augmented model after " + ", ".join(f"{t:.0f} s" for t in race["t_cross"].dropna())
-        + " of training")
+        f", overtaking the augmented model after {' and '.join(f'{t:.0f} s' for t in race['t_cross'].dropna())} "
+        "of training (one time per seed in which it did)")
      + ("; the interval excludes 0, so at this horizon " + ("the e3nn" if at_t_diff.low > 0 else "the augmented")
         + " model is ahead per unit of training time" if not at_t_diff.contains(0.0) else
         "; the interval contains 0, so at this horizon neither model is ahead beyond the spread over seeds"))
@@ -742,7 +742,7 @@ for ax, xkey, xlabel in ((axes[0, 0], "train_seconds", "training time (s, monito
             ax.plot(c[xkey], c["L"], marker="o", ms=2.5, lw=1.2, color=col, alpha=0.8, label=name if k == 0 else None)
     c = curves.check_curve(gap_runs["escaip"][0].monitor)
     c = c[c[xkey] > 0]
-    ax.plot(c[xkey], c["L_mean"], ls=":", color="C0", label="EScAIP-style: $\\mathcal{L}_{mean}$ (its twirled loss, seed 1)")
+    ax.plot(c[xkey], c["L_mean"], ls=":", color="C0", label="EScAIP-style: $\\mathcal{L}_{mean}$ (its twirled loss, first seed)")
     ax.set(xscale="log", xlabel=xlabel, ylabel="held-out force loss (normalised MSE)")
 axes[0, 0].legend(fontsize=7)
 glue("ch2-fig-gap", fig)
