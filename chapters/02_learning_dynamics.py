@@ -705,7 +705,8 @@ glue("ch2-e3-ms", ms_e3.text(".0f"))
 glue("ch2-e3-speed-ratio", speed.text(".2f"))
 glue("ch2-es-final-L", final_es.text(".3f"))
 glue("ch2-e3-final-L", final_e3.text(".3f"))
-glue("ch2-gap-es-pct-final", mean_ci(race["percent_a"]).text(".2f"))
+pct_es = mean_ci(race["percent_a"])
+glue("ch2-gap-es-pct-final", f"{pct_es.estimate:.2f} % (95% CI {pct_es.low:.2f} to {pct_es.high:.2f} %)")
 L_zero = float(masked_mse(torch.zeros_like(tf.heldout.y), tf.heldout.y, tf.heldout.mask))
 glue("ch2-forces-zero-L", L_zero)
 glue("ch2-gap-zero-factor", L_zero / min(final_es.estimate, final_e3.estimate))
@@ -760,16 +761,16 @@ glue("ch2-fig-gap", fig)
 # The e3nn model ({glue:text}`ch2-e3-params` parameters, against
 # {glue:text}`ch2-es-params`) is equivariant to rounding: in every seed its equivariance error is
 # at most {glue:text}`ch2-e3-pct:.1e`% of its loss. Per training step it took
-# {glue:text}`ch2-e3-ms` ms against {glue:text}`ch2-es-ms` ms, a ratio of
-# {glue:text}`ch2-e3-speed-ratio`. After the same number of steps its held-out loss is
-# {glue:text}`ch2-e3-final-L` against {glue:text}`ch2-es-final-L` for the augmented model,
-# whose equivariance error accounts for only {glue:text}`ch2-gap-es-pct-final`% of that. Predicting
+# {glue:md}`ch2-e3-ms` ms against {glue:md}`ch2-es-ms` ms, a ratio of
+# {glue:md}`ch2-e3-speed-ratio`. After the same number of steps its held-out loss is
+# {glue:md}`ch2-e3-final-L` against {glue:md}`ch2-es-final-L` for the augmented model,
+# whose equivariance error accounts for only {glue:md}`ch2-gap-es-pct-final` of that. Predicting
 # zero force everywhere scores {glue:text}`ch2-forces-zero-L:.3f`, so the better model has cut
 # that by a factor {glue:text}`ch2-gap-zero-factor:.1f`. At equal training time (the shorter run
-# of each pair, {glue:text}`ch2-gap-t` s) the augmented model's loss minus the e3nn model's is
-# {glue:text}`ch2-gap-diff`: {glue:md}`ch2-gap-cross`. Over the last doubling of its training time
-# the e3nn model's loss fell by a fraction {glue:text}`ch2-gap-late-e3`, against
-# {glue:text}`ch2-gap-late-es` for the augmented model: it is {glue:md}`ch2-gap-late-text`, so a
+# of each pair, {glue:md}`ch2-gap-t` s) the augmented model's loss minus the e3nn model's is
+# {glue:md}`ch2-gap-diff`: {glue:md}`ch2-gap-cross`. Over the last doubling of its training time
+# the e3nn model's loss fell by a fraction {glue:md}`ch2-gap-late-e3`, against
+# {glue:md}`ch2-gap-late-es` for the augmented model: it is {glue:md}`ch2-gap-late-text`, so a
 # longer run could reorder them; the full profile trains both for far longer.
 #
 # {glue:md}`ch2-gap-speed-text`

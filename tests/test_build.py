@@ -259,3 +259,11 @@ def test_landing_page_key_follows_every_executed_chapter(sandbox):
     first = bb.chapters_hash([a, b])
     (sandbox / "book" / "generated" / "02_b.ipynb").write_text('{"changed": 1}')
     assert bb.chapters_hash([a, b]) != first
+
+
+def test_unrendered_glue_is_found_in_the_html(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "ok.html").write_text("<p>0.74 (95% CI 0.59 to 0.88)</p>")
+    (tmp_path / "book" / "bad.html").write_text("<p>took &lt;IPython.core.display.Markdown object&gt; ms, "
+                                                "&lt;IPython.core.display.HTML object&gt;</p>")
+    assert bb.unrendered_glue(tmp_path) == {"book/bad.html": 2}

@@ -249,7 +249,21 @@ def render(full: bool) -> None:
         print(log[-6000:])
         raise BuildError(f"rendering failed (exit {proc.returncode}, {len(bad)} warning/error lines; "
                          f"full log: _build/render.log)")
+    unrendered = unrendered_glue(ROOT / "_build" / "html")
+    if unrendered:
+        raise BuildError("glued values shown as a Python repr (a Markdown or HTML value glued with {glue:text}: "
+                         "use {glue:md}): " + "; ".join(f"{page}: {n}" for page, n in unrendered.items()))
     print(f"rendered in {time.time() - t0:.1f} s: {ROOT / '_build' / 'html' / 'index.html'}")
+
+
+def unrendered_glue(html_dir: Path) -> dict[str, int]:
+    """``{page: count}`` of glued values that reached the HTML as ``<IPython.core.display.X object>``."""
+    out = {}
+    for page in sorted(html_dir.rglob("*.html")):
+        n = page.read_text(encoding="utf-8", errors="replace").count("&lt;IPython.core.display.")
+        if n:
+            out[str(page.relative_to(html_dir))] = n
+    return out
 
 
 def main(argv=None) -> int:
