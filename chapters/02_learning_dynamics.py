@@ -141,8 +141,9 @@ glue("ch2-vox-group", len(eq.cube_group()))
 
 # %% tags=["hide-input"]
 # every run of this chapter, the missing ones trained side by side (a process pool on a CPU; EQUIVLIB_WORKERS=1: here)
-# the main runs first: chapters 3-5 read them and may be waiting on their cache locks
-train_runs(plan.configs(), executor="auto", device=device, progress=False, first=plan.main.values())
+# first the runs other chapters read (3-5: the main runs; 7: the first e3nn gap run), which may be waiting on their locks
+train_runs(plan.configs(), executor="auto", device=device, progress=False,
+           first=[*plan.main.values(), plan.gap["e3nn"][0]])
 runs = {name: get_run(configs[name], device=device, progress=False) for name in TASK_NAMES}
 # Flow has one monitor row per (step, t); its curve pools the times (curves.pool_over).
 flow_mon = runs["flow"].monitor.sort_values(["step", "t"]).reset_index(drop=True)

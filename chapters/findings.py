@@ -115,6 +115,15 @@ glue("findings-n", len(findings))
 # ```{glue:figure} findings-ch6-figure
 # :figwidth: 60%
 # ```
+# ### {doc}`07_molecular_dynamics`
+#
+# **Question.** {glue:md}`findings-ch7-question`
+#
+# **Answer.** {glue:md}`findings-ch7-answer`
+#
+# ```{glue:figure} findings-ch7-figure
+# :figwidth: 60%
+# ```
 #
 # ## What reproduced and what did not
 #

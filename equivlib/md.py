@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
@@ -41,7 +42,8 @@ from .twirl import TwirledModel
 
 __all__ = ["MODES", "ModelForceCalculator", "reference_calculator", "Trajectory", "initial_velocities",
            "run_md", "rotate_state", "orientation_divergence", "onset_time", "force_discrepancy", "early_divergence",
-           "momenta", "net_force_torque"]
+           "momenta", "net_force_torque", "heldout_molecules", "force_fields", "OrientationStudy",
+           "orientation_study"]
 
 MODES = ("plain", "twirl", "random")
 
@@ -286,3 +288,118 @@ def net_force_torque(positions: np.ndarray, forces: np.ndarray, masses: np.ndarr
     m = np.asarray(masses, dtype=np.float64)
     com = (m[:, None] * x).sum(axis=-2, keepdims=True) / m.sum()
     return {"force": f.sum(axis=-2), "torque": np.cross(x - com, f).sum(axis=-2)}
+
+
+def heldout_molecules(profile: str = "quick", seed: int = 0, n: int = 1) -> tuple[list[dict], list[int]]:
+    """``(molecules, elements)``: ``n`` held-out molecules of chapter 2's force data (the first
+    conformer of each) as ``{"numbers", "positions" (Å), "smiles", "molecule"}``, and the atomic
+    numbers of its training set (what a model trained on it has seen)."""
+    from .data.forces import load_forces
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ParameterError(f"n must be a positive integer, got {n!r}")
+    test = load_forces(profile, seed, "test", dtype=torch.float64)
+    train = load_forces(profile, seed, "train")
+    first = np.unique(test.molecule.numpy(), return_index=True)[1]
+    if n > len(first):
+        raise ParameterError(f"n={n} exceeds the {len(first)} held-out molecules of the {profile!r} force data")
+    out = []
+    for i in first[:n]:
+        m = test.mask[i].numpy()
+        out.append({"numbers": test.species[i].numpy()[m], "positions": test.positions[i].numpy()[m],
+                    "smiles": test.smiles[i], "molecule": int(test.molecule[i])})
+    return out, sorted(set(train.species.unique().tolist()) - {0})
+
+
+def force_fields(model: torch.nn.Module, equivariant_model: torch.nn.Module | None, *, force_scale: float,
+                 elements: Iterable[int], seed: int = 0, reference: bool = True) -> dict[str, Callable[[], Calculator]]:
+    """Factories of the force fields chapter 7 compares, by name.
+
+    ``augmented``, ``twirled`` and ``random`` wrap ``model`` (:data:`MODES` ``plain``, ``twirl``,
+    ``random``); ``e3nn`` wraps ``equivariant_model`` (if given); ``gfn2`` is
+    :func:`reference_calculator` (if ``reference``).  Each call of a factory makes a fresh
+    calculator (its own rotation stream, seeded by ``seed``).
+    """
+    elements = sorted(int(z) for z in elements)
+    out = {name: (lambda mode=mode: ModelForceCalculator(model, force_scale=force_scale, elements=elements,
+                                                         mode=mode, seed=seed))
+           for name, mode in (("augmented", "plain"), ("twirled", "twirl"), ("random", "random"))}
+    if equivariant_model is not None:
+        out["e3nn"] = lambda: ModelForceCalculator(equivariant_model, force_scale=force_scale, elements=elements)
+    if reference:
+        out["gfn2"] = reference_calculator
+    return out
+
+
+@dataclass
+class OrientationStudy:
+    """What :func:`orientation_study` measured.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per (molecule, force field): ``s_per_step``, ``divergence_end`` (Å), ``onset_fs``
+        and ``onset_predicted_fs`` (first time above the threshold, measured and from
+        :func:`early_divergence`; NaN: never), ``P_drift`` (amu Å/fs) and ``L_drift`` (amu Å²/fs)
+        over the run, ``net_force`` (eV/Å) and ``net_torque`` (eV) averaged over the run,
+        ``max_speed`` (Å/fs, the fastest atom at the end).
+    times : numpy.ndarray
+        fs.
+    divergence, predicted : dict
+        ``{(molecule, field): array}``: measured divergence and its Taylor prediction (model fields only).
+    threshold : float
+        Å.
+    """
+
+    table: pd.DataFrame
+    times: np.ndarray
+    divergence: dict
+    predicted: dict
+    threshold: float
+
+
+def orientation_study(fields: Mapping[str, Callable[[], Calculator]], molecules: Sequence[dict], *, steps: int,
+                      dt_fs: float = 0.5, temperature_K: float = 300.0, threshold: float = 1e-3, seed: int = 0,
+                      progress: bool = True) -> OrientationStudy:
+    """NVE from each molecule's state and from the same state turned by a Haar rotation, for every force field.
+
+    Each molecule gets Maxwell-Boltzmann velocities at ``temperature_K`` (no net momentum or
+    angular momentum) and a rotation, both seeded by ``seed`` and its index, shared by all
+    force fields.  See :class:`OrientationStudy` for what is measured.
+    """
+    from .groups import haar_so3
+
+    if not fields or not molecules:
+        raise ParameterError("orientation_study needs at least one force field and one molecule")
+    rows, div, pred, times = [], {}, {}, None
+    bar = tqdm(total=len(molecules) * len(fields), desc="orientation study", disable=not progress, mininterval=2)
+    for k, mol in enumerate(molecules):
+        numbers, x0 = mol["numbers"], mol["positions"]
+        v0 = initial_velocities(numbers, x0, temperature_K, seed=seed + k)
+        R = haar_so3(generator=torch.Generator().manual_seed(seed + 7919 * (k + 1))).numpy()
+        x1, v1 = rotate_state(x0, v0, R)
+        for name, make in fields.items():
+            a = run_md(numbers, x0, v0, make(), steps=steps, dt_fs=dt_fs)
+            b = run_md(numbers, x1, v1, make(), steps=steps, dt_fs=dt_fs)
+            d = orientation_divergence(a, b, R)
+            calc = make()
+            p = (early_divergence(force_discrepancy(calc, numbers, x0, R), a.masses, a.times)
+                 if isinstance(calc, ModelForceCalculator) else None)
+            mom, net = momenta(a), net_force_torque(a.positions, a.forces, a.masses)
+            onset, onset_p = onset_time(a.times, d, threshold), None if p is None else onset_time(a.times, p, threshold)
+            rows.append({"molecule": mol["molecule"], "smiles": mol["smiles"], "atoms": len(numbers), "field": name,
+                         "s_per_step": (a.seconds_per_step + b.seconds_per_step) / 2,
+                         "divergence_end": float(d[-1]), "onset_fs": np.nan if onset is None else onset,
+                         "onset_predicted_fs": np.nan if onset_p is None else onset_p,
+                         "P_drift": float(np.linalg.norm(mom["P"][-1] - mom["P"][0])),
+                         "L_drift": float(np.linalg.norm(mom["L"][-1] - mom["L"][0])),
+                         "net_force": float(np.linalg.norm(net["force"], axis=-1).mean()),
+                         "net_torque": float(np.linalg.norm(net["torque"], axis=-1).mean()),
+                         "max_speed": float(np.linalg.norm(a.velocities[-1], axis=-1).max())})
+            div[(mol["molecule"], name)] = d
+            if p is not None:
+                pred[(mol["molecule"], name)] = p
+            times = a.times
+            bar.update()
+    bar.close()
+    return OrientationStudy(pd.DataFrame(rows), times, div, pred, threshold)

@@ -165,3 +165,22 @@ def test_early_divergence_is_the_taylor_term_of_the_measured_one():
     predicted = early_divergence(force_discrepancy(calc(), NUMBERS, POSITIONS, R), a.masses, a.times)
     assert measured[0] < 1e-12 and predicted[0] == 0
     np.testing.assert_allclose(measured[1:], predicted[1:], rtol=0.05)  # O(t³) corrections at t ≤ 0.4 fs
+
+
+def test_orientation_study_and_the_chapter_fields():
+    from equivlib.md import force_fields, heldout_molecules, orientation_study
+
+    mols, elements = heldout_molecules("quick", 0, 1)
+    assert len(mols) == 1 and set(mols[0]["numbers"].tolist()) <= set(elements) and 1 in elements
+    fields = force_fields(_model(), _model(arch="e3nn"), force_scale=1.0, elements=elements, reference=False)
+    assert list(fields) == ["augmented", "twirled", "random", "e3nn"]
+    small = {"augmented": fields["augmented"], "e3nn": fields["e3nn"]}
+    st = orientation_study(small, mols, steps=6, dt_fs=0.5, threshold=1e-6, progress=False)
+    t = st.table.set_index("field")
+    assert list(t.index) == ["augmented", "e3nn"] and len(st.times) == 7
+    assert st.divergence[(mols[0]["molecule"], "e3nn")].max() < 1e-9 and np.isnan(t.loc["e3nn", "onset_fs"])
+    assert t.loc["augmented", "onset_fs"] == t.loc["augmented", "onset_predicted_fs"]  # the t²/2 law, early
+    with pytest.raises(ParameterError, match="exceeds"):
+        heldout_molecules("quick", 0, 10_000)
+    with pytest.raises(ParameterError, match="at least one"):
+        orientation_study({}, mols, steps=1)

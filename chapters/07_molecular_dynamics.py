@@ -1,0 +1,350 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Downstream: molecular dynamics with a force field that is almost equivariant
+#
+# Chapter {doc}`02_learning_dynamics` trained a force field with rotation augmentation until its
+# equivariance error was a fraction of a percent of its loss. Practitioners who run molecular
+# dynamics with such models worry that the small residual accumulates along a trajectory, and
+# some rotate the system randomly at every step to hide it. This chapter goes beyond both papers
+# and measures what the residual does to a simulation: it integrates Newton's equations with
+# chapter 2's models, with the same model twirled at every step, with one random rotation per
+# step, with the exactly equivariant e3nn model, and with GFN2-xTB, the method the training
+# forces came from {cite}`ch2_bannwarth2019gfn2`, through the Atomic Simulation Environment
+# {cite}`larsen2017ase`.
+
+# %% tags=["parameters"]
+PROFILE = "quick"  # "quick": 2-core CPU in minutes; "full": the published book, one GPU
+SEED = 0           # the seed of chapter 2's runs (loaded from the cache, trained if missing)
+DEVICE = "auto"    # "auto" | "cpu" | "cuda"
+THRESHOLD = 1e-3   # Å: a trajectory pair has diverged once the RMS distance exceeds this
+
+# %% tags=["hide-input"]
+import time
+
+import numpy as np
+
+from equivlib import md
+from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
+from equivlib.config import by_profile, chapter_setup
+from equivlib.plans import chapter2_runs
+from equivlib.plotting import new_figure, set_style
+from equivlib.runs import get_run
+
+t_start = time.perf_counter()
+device, gen = chapter_setup(globals(), known=["THRESHOLD"])
+if not (isinstance(THRESHOLD, (int, float)) and THRESHOLD > 0):
+    raise ValueError(f"THRESHOLD must be a positive number of Å, got {THRESHOLD!r}")
+SIZES = by_profile(PROFILE, quick=dict(molecules=2, steps=60), full=dict(molecules=8, steps=2000),
+                   smoke=dict(molecules=1, steps=4))
+DT_FS, TEMPERATURE = 0.5, 300.0
+EXACT = 1e-8  # Å: stated tolerance for "rotated copies" (float64 forces, chaos amplifies round-off over the run)
+set_style()
+glue("ch7-device", str(device))
+glue("ch7-profile", PROFILE)
+glue("ch7-threshold", THRESHOLD)
+glue("ch7-exact", EXACT)
+
+plan = chapter2_runs(PROFILE, SEED)
+aug = get_run(plan.main["forces"], device=device, progress=False)    # trained and cached by chapter 2
+e3 = get_run(plan.gap["e3nn"][0], device=device, progress=False)     # the efficiency gap's first seed
+scale = float(aug.config.make_task().info["force_scale"])            # eV/Å per model unit
+molecules, elements = md.heldout_molecules(PROFILE, SEED, SIZES["molecules"])
+fields = md.force_fields(aug.load_model(), e3.load_model(), force_scale=scale, elements=elements, seed=SEED)
+glue("ch7-n-mol", len(molecules))
+glue("ch7-atoms", ", ".join(str(len(m["numbers"])) for m in molecules))
+glue("ch7-steps", SIZES["steps"])
+glue("ch7-dt", DT_FS)
+glue("ch7-length", SIZES["steps"] * DT_FS)
+glue("ch7-temperature", TEMPERATURE)
+glue("ch7-aug-pct", float(aug.monitor.sort_values("step")["percent"].iloc[-1]))
+glue("ch7-e3-steps", e3.config.steps)
+
+# %% [markdown]
+# This chapter was executed with the {glue:md}`ch7-profile` profile on {glue:md}`ch7-device`.
+# Notation follows {doc}`../notation`. The augmented model is chapter 2's force run, whose
+# equivariance error was {glue:text}`ch7-aug-pct:.2f`% of its held-out loss at its last
+# checkpoint; the e3nn model is the first seed of chapter 2's efficiency gap
+# ({glue:text}`ch7-e3-steps` steps).
+#
+# ## What the symmetries of a force field guarantee
+#
+# A force field $F = (F_1, \dots, F_A)$ drives the atoms by $m_i \ddot x_i = F_i(x)$. Two
+# different symmetries are easily conflated: equivariance of $F$ under rotations, and the
+# conservation laws that hold when $F$ is the gradient of an invariant energy.
+#
+# ```{prf:proposition} Equivariance, conservation and the first divergence
+# :label: prop-ch7-md
+#
+# Let $F$ be continuously differentiable, and let every $F_i$ depend on the positions only
+# through their differences (the models here see centred positions).
+#
+# 1. If $F(Rx) = R\,F(x)$ for a rotation $R$ and all $x$, then the solution started from
+#    $(Rx_0, Rv_0)$ is $R\,x(t)$, where $x(t)$ is the solution started from $(x_0, v_0)$.
+# 2. If $F = -\nabla E$ with $E$ invariant under translations, the total momentum
+#    $P = \sum_i m_i \dot x_i$ is conserved; if $E$ is also invariant under rotations, so is the
+#    angular momentum $L = \sum_i m_i (x_i - X) \times \dot x_i$ about the centre of mass $X$.
+# 3. Equivariance alone implies neither: the net force $N(x) = \sum_i F_i(x)$ and the net torque
+#    $\tau(x) = \sum_i (x_i - X) \times F_i(x)$ of an equivariant $F$ satisfy $N(Rx) = R\,N(x)$ and
+#    $\tau(Rx) = R\,\tau(x)$, which does not make them zero.
+# 4. For any $F$, two trajectories started from $(x_0, v_0)$ and $(Rx_0, Rv_0)$ separate as
+#    $R\,x(t) - x'(t) = \tfrac{t^2}{2} M^{-1}\big(R F(x_0) - F(Rx_0)\big) + O(t^3)$,
+#    so the root-mean-square distance over atoms starts as $\tfrac{t^2}{2}$ times the
+#    root-mean-square of $\lvert \delta F_i \rvert / m_i$, with $\delta F = F(Rx_0) - R F(x_0)$.
+# ```
+#
+# ```{prf:proof}
+# (1) Put $y(t) = R\,x(t)$. Then $m_i \ddot y_i = R\, m_i \ddot x_i = R\,F_i(x) = F_i(Rx) = F_i(y)$,
+# and $y(0) = Rx_0$, $\dot y(0) = Rv_0$. $F$ is $C^1$, hence locally Lipschitz, so the solution of
+# the initial value problem is unique and equals $y$.
+#
+# (2) $\dot P = \sum_i F_i$. Translation invariance gives
+# $0 = \tfrac{d}{ds} E(x_1 + s a, \dots, x_A + s a)\big|_{s=0} = -\sum_i F_i \cdot a$ for every
+# $a \in \mathbb R^3$, so $\sum_i F_i = 0$ and $P$ is constant; the centre of mass then moves
+# uniformly, $\dot X = P / M$. With $u_i = x_i - X$,
+# $\dot L = \sum_i m_i \dot u_i \times \dot x_i + \sum_i u_i \times F_i$, and the first sum is
+# $\sum_i m_i \dot x_i \times \dot x_i - \dot X \times P = 0 - P \times P / M = 0$. For the rotations
+# $e^{s\Omega}$ about $X$ with $\Omega$ skew, $\Omega u = \omega \times u$, invariance (under
+# rotations about the origin and translations, hence about $X$) gives
+# $0 = \tfrac{d}{ds} E(X + e^{s\Omega} u)\big|_{s=0} = -\sum_i F_i \cdot (\omega \times u_i)
+# = -\omega \cdot \sum_i u_i \times F_i$ for every $\omega$, so the torque vanishes and $L$ is constant.
+#
+# (3) $N(Rx) = \sum_i R F_i(x) = R N(x)$, and with $X(Rx) = R X(x)$ for a rotation about the
+# origin, $\tau(Rx) = \sum_i R(x_i - X) \times R F_i(x) = R\,\tau(x)$ because a proper rotation
+# preserves cross products. An equivariant vector-valued function need not vanish; the twirled
+# and e3nn models below are explicit examples with both $N \neq 0$ and $\tau \neq 0$.
+#
+# (4) Both solutions are $C^3$ in $t$ (their second derivative is $M^{-1}F$ along a $C^1$ path).
+# Taylor's theorem gives $x(t) = x_0 + v_0 t + \tfrac{t^2}{2} M^{-1}F(x_0) + O(t^3)$ and
+# $x'(t) = Rx_0 + Rv_0 t + \tfrac{t^2}{2} M^{-1}F(Rx_0) + O(t^3)$; apply $R$ to the first and
+# subtract. The velocity-Verlet integrator reproduces the $t^2$ term exactly in its first step.
+# ```
+#
+# Part 4 connects the onset of the divergence to the equivariance error: $R^{-1}F(Rx_0)$ and
+# $F(x_0)$ are two twisted predictions, so over Haar-random $R$ the mean of
+# $\lVert \delta F \rVert^2$ is the spread that $\mathcal L_\text{equiv}$ measures
+# ({prf:ref}`prop-mse-split`), twice over and in eV²/Å². The tests of `equivlib.md` check parts
+# 1, 3 and 4 on small models, and the same parts are checked on chapter 2's models below.
+
+# %% tags=["hide-input"]
+study = md.orientation_study(fields, molecules, steps=SIZES["steps"], dt_fs=DT_FS, temperature_K=TEMPERATURE,
+                             threshold=THRESHOLD, seed=SEED, progress=False)
+tab = study.table
+by = tab.groupby("field", sort=False)
+exact_fields = ["twirled", "e3nn", "gfn2"]
+max_exact = {f: float(by.get_group(f)["divergence_end"].max()) for f in exact_fields}
+for f, v in max_exact.items():
+    glue(f"ch7-div-{f}", v)
+onset = by.get_group("augmented")[["onset_fs", "onset_predicted_fs"]]
+glue("ch7-onset-aug", ", ".join(f"{v:g}" for v in onset["onset_fs"]))
+glue("ch7-onset-pred", ", ".join(f"{v:g}" for v in onset["onset_predicted_fs"]))
+ratio = (onset["onset_fs"] / onset["onset_predicted_fs"]).to_numpy()
+law_ok = bool(np.isfinite(ratio).all() and ((ratio >= 0.5) & (ratio <= 2)).all())
+glue("ch7-onset-ratio", ", ".join(f"{r:.2f}" for r in ratio))
+aug_end = by.get_group("augmented")["divergence_end"]
+rand_end = by.get_group("random")["divergence_end"]
+glue("ch7-div-aug", ", ".join(f"{v:.2g}" for v in aug_end))
+glue("ch7-div-random", ", ".join(f"{v:.2g}" for v in rand_end))
+rand_onset = by.get_group("random")["onset_fs"]
+glue("ch7-onset-random", ", ".join("never" if np.isnan(v) else f"{v:g}" for v in rand_onset))
+glue("ch7-exact-text", "every exactly equivariant field kept the two runs rotated copies of each other to within "
+     f"{EXACT:g} Å" if max(max_exact.values()) < EXACT else
+     "an exactly equivariant field let the runs separate by more than the stated tolerance ("
+     + ", ".join(f"{f}: {v:.1e} Å" for f, v in max_exact.items() if v >= EXACT) + ")")
+glue("ch7-law-text", "within a factor 2 of the prediction for every molecule" if law_ok else
+     "off the prediction by more than a factor 2 for at least one molecule")
+glue("ch7-random-text", "does not remove the orientation dependence: the two runs separate as well, only later"
+     if (rand_end > THRESHOLD).all() else
+     "kept the runs within the threshold" + ("" if (rand_end <= THRESHOLD).all() else " for some molecules only"))
+
+fig, axes = new_figure(len(molecules), width=3.6, height=3.0)
+colors = {"augmented": "C0", "twirled": "C2", "random": "C1", "e3nn": "C4", "gfn2": "black"}
+for ax, mol in zip(axes.flat, molecules):
+    for f in fields:
+        d = study.divergence[(mol["molecule"], f)]
+        ax.plot(study.times[1:], np.maximum(d[1:], 1e-17), color=colors[f], label=f)
+        if (mol["molecule"], f) in study.predicted and f == "augmented":
+            ax.plot(study.times[1:], study.predicted[(mol["molecule"], f)][1:], ls="--", color=colors[f], lw=1,
+                    label="augmented: $t^2/2$ prediction")
+    ax.axhline(THRESHOLD, ls=":", color="grey", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="time (fs)", ylabel="RMS $|R x_t - x'_t|$ (Å)",
+           title=f"{len(mol['numbers'])} atoms: {mol['smiles'][:28]}")
+axes.flat[0].legend(fontsize=7)
+glue("ch7-fig-divergence", fig)
+
+# %% [markdown]
+# ```{glue:figure} ch7-fig-divergence
+# :name: fig-ch7-divergence
+#
+# Distance between a trajectory and the trajectory started from the same state turned by a
+# random rotation (turned back before comparing), for each force field and held-out molecule.
+# Dashed: part 4 of {prf:ref}`prop-ch7-md` for the augmented model; dotted: the threshold.
+# Values below $10^{-17}$ Å are drawn at $10^{-17}$.
+# ```
+#
+# We ran {glue:text}`ch7-n-mol` held-out molecules of chapter 2's data
+# ({glue:md}`ch7-atoms` atoms) for {glue:text}`ch7-steps` velocity-Verlet steps of
+# {glue:text}`ch7-dt` fs ({glue:text}`ch7-length` fs) from Maxwell-Boltzmann velocities at
+# {glue:text}`ch7-temperature` K, each twice: as drawn and turned by a random rotation. Part 1
+# of {prf:ref}`prop-ch7-md` holds as stated: {glue:md}`ch7-exact-text` (largest distance at
+# the end: twirled {glue:text}`ch7-div-twirled:.1e` Å, e3nn {glue:text}`ch7-div-e3nn:.1e` Å,
+# GFN2-xTB {glue:text}`ch7-div-gfn2:.1e` Å). The augmented model's two runs crossed
+# {glue:text}`ch7-threshold` Å after {glue:md}`ch7-onset-aug` fs, where part 4 predicts
+# {glue:md}`ch7-onset-pred` fs from the force discrepancy at the first frame (ratios
+# {glue:md}`ch7-onset-ratio`): {glue:md}`ch7-law-text`. At the end they were
+# {glue:md}`ch7-div-aug` Å apart. One random rotation per step {glue:md}`ch7-random-text`
+# (onsets {glue:md}`ch7-onset-random` fs; {glue:md}`ch7-div-random` Å at the end): each run
+# sees its own random rotations, so it follows a randomly perturbed force field rather than an
+# equivariant one.
+#
+# ## Momentum, angular momentum and where their drift comes from
+
+# %% tags=["hide-input"]
+summary = by[["net_force", "net_torque", "P_drift", "L_drift", "max_speed", "s_per_step"]].mean()
+for f, r in summary.iterrows():
+    glue(f"ch7-net-force-{f}", float(r["net_force"]))
+    glue(f"ch7-net-torque-{f}", float(r["net_torque"]))
+    glue(f"ch7-P-{f}", float(r["P_drift"]))
+    glue(f"ch7-speed-{f}", float(r["max_speed"]))
+    glue(f"ch7-ms-{f}", 1e3 * float(r["s_per_step"]))
+equivariant_share = float(summary.loc[["twirled", "e3nn"], "net_force"].min() / summary.loc["augmented", "net_force"])
+glue("ch7-net-share", equivariant_share)
+drift_from_equiv = equivariant_share < 0.1
+glue("ch7-drift-text",
+     "the exactly equivariant fields push with a net force of the same order as the augmented model's, so the drift "
+     "comes from their being direct, non-conservative force fields, not from their equivariance error"
+     if not drift_from_equiv else
+     "the exactly equivariant fields have a far smaller net force than the augmented model, so most of the drift "
+     "comes from its equivariance error")
+glue("ch7-conservation-table", summary.rename(columns={
+    "net_force": "|net force| (eV/Å)", "net_torque": "|net torque| (eV)", "P_drift": "|ΔP| (amu Å/fs)",
+    "L_drift": "|ΔL| (amu Å²/fs)", "max_speed": "fastest atom (Å/fs)", "s_per_step": "s per step"})
+     .style.format("{:.2e}"))
+cost = summary["s_per_step"] / summary.loc["augmented", "s_per_step"]
+glue("ch7-twirl-cost", float(cost["twirled"]))
+glue("ch7-gfn2-cost", float(cost["gfn2"]))
+glue("ch7-e3-cost", float(cost["e3nn"]))
+
+fig, axes = new_figure(2, width=4.0, height=3.0)
+names = list(summary.index)
+for ax, col, label in ((axes[0, 0], "net_force", "mean |net force| (eV/Å)"),
+                       (axes[0, 1], "s_per_step", "seconds per MD step")):
+    ax.bar(names, np.maximum(summary[col], 1e-16), color=[colors[n] for n in names])
+    ax.set(yscale="log", ylabel=label)
+    ax.tick_params(axis="x", rotation=30)
+glue("ch7-fig-conservation", fig)
+
+# %% [markdown]
+# ```{glue:figure} ch7-fig-conservation
+# :name: fig-ch7-conservation
+#
+# Left: the net force $\sum_i F_i$ along the unturned runs, averaged over steps and molecules
+# (GFN2-xTB's is round-off). Right: the cost of one MD step with each force field on this
+# machine.
+# ```
+#
+# ```{glue:figure} ch7-conservation-table
+# :name: tab-ch7-conservation
+#
+# Per force field, averaged over the molecules: net force and net torque along the run, the
+# change of total momentum and of angular momentum between its first and last frame, the speed
+# of the fastest atom at the end, and the wall-clock time per step.
+# ```
+#
+# GFN2-xTB is a conservative force field with an invariant energy, and part 2 of
+# {prf:ref}`prop-ch7-md` holds for it: its net force is {glue:text}`ch7-net-force-gfn2:.1e` eV/Å
+# and its momentum changed by {glue:text}`ch7-P-gfn2:.1e` amu Å/fs. The learned models predict
+# forces directly, and the net force is {glue:text}`ch7-net-force-augmented:.2f` eV/Å for the
+# augmented model, {glue:text}`ch7-net-force-twirled:.2f` eV/Å twirled and
+# {glue:text}`ch7-net-force-e3nn:.2f` eV/Å for the e3nn model: {glue:md}`ch7-drift-text`
+# (part 3 of {prf:ref}`prop-ch7-md`). The momentum drifts accordingly
+# ({glue:text}`ch7-P-augmented:.2f`, {glue:text}`ch7-P-twirled:.2f` and
+# {glue:text}`ch7-P-e3nn:.2f` amu Å/fs), and the fastest atom ends at
+# {glue:text}`ch7-speed-augmented:.3f` Å/fs against {glue:text}`ch7-speed-gfn2:.3f` Å/fs with
+# GFN2-xTB: with chapter 2's small models in the quick profile the molecules heat up and drift
+# as a whole within tens of femtoseconds, whatever the symmetry of the model.
+#
+# Twirling at inference removes the orientation dependence exactly, at
+# {glue:text}`ch7-twirl-cost:.1f` times the augmented model's time per step (24 batched
+# evaluations); the e3nn model costs {glue:text}`ch7-e3-cost:.1f` times and GFN2-xTB
+# {glue:text}`ch7-gfn2-cost:.1f` times as much.
+#
+# ## What this chapter found
+
+# %% tags=["hide-input"]
+claims = claims_table([
+    Claim("an exactly equivariant force field gives rotated trajectories from rotated starts (part 1)",
+          ", ".join(f"{f}: {v:.1e} Å" for f, v in max_exact.items()),
+          verdict(max(max_exact.values()) < EXACT, yes="seen", no="not seen")),
+    Claim("a model trained with augmentation makes the trajectory depend on the starting orientation",
+          f"{THRESHOLD:g} Å crossed after {', '.join(f'{v:g}' for v in onset['onset_fs'])} fs",
+          verdict(bool(onset["onset_fs"].notna().all()), partly=bool(onset["onset_fs"].notna().any()),
+                  yes="seen", no="not seen")),
+    Claim("the divergence starts as t²/2 times the force discrepancy (part 4)",
+          f"measured / predicted onset {', '.join(f'{r:.2f}' for r in ratio)}",
+          verdict(law_ok, yes="seen", no="not seen")),
+    Claim("one random rotation per step removes the orientation dependence",
+          f"{', '.join(f'{v:.2g}' for v in rand_end)} Å apart at the end",
+          verdict(bool((rand_end <= THRESHOLD).all()), partly=bool((rand_end <= THRESHOLD).any()),
+                  yes="seen", no="not seen")),
+    Claim("momentum drift comes from the equivariance error",
+          f"net force of the exactly equivariant fields / augmented: {equivariant_share:.2f}",
+          verdict(drift_from_equiv, yes="seen", no="not seen")),
+])
+glue_claims("ch7-claims", claims)
+glue("ch7-verdict-counts", tally(claims))
+glue_headline("ch7", question="Does the small equivariance error of a model trained with augmentation matter in "
+              "molecular dynamics?",
+              answer=f"Trajectories started in two orientations separate after {onset['onset_fs'].min():g}-"
+              f"{onset['onset_fs'].max():g} fs, as predicted from the force discrepancy, while twirling at "
+              f"{cost['twirled']:.1f} times the cost keeps them rotated copies; but every learned direct force field, "
+              f"equivariant or not, drifts with a net force of {summary.loc[['augmented', 'twirled', 'e3nn'], 'net_force'].min():.1f}"
+              f" eV/Å or more, which dominates at this scale.", figure="ch7-fig-divergence")
+glue("ch7-runtime", time.perf_counter() - t_start)
+
+# %% [markdown]
+# ```{glue:figure} ch7-claims
+# :name: tab-ch7-claims
+#
+# What this chapter checked. The statements are not from the two papers: they are the
+# practitioners' worries and the parts of {prf:ref}`prop-ch7-md`.
+# ```
+#
+# Of the checks above, {glue:md}`ch7-verdict-counts`. The chapter's computations took
+# {glue:text}`ch7-runtime:.0f` s.
+#
+# ## Where to go next
+#
+# * Structural observables: Langevin runs (`md.run_md(..., ensemble="langevin")`) started in
+#   different orientations, their bond-length distributions compared with each other and with
+#   GFN2-xTB's, are the next step of this chapter.
+# * `-p PROFILE full` runs {doc}`02_learning_dynamics`'s larger models, trained far longer, on
+#   more molecules for longer trajectories; whether the net force of a better-trained model
+#   falls below its thermal forces is the question the quick profile cannot answer.
+# * `-p THRESHOLD 1e-2` moves the onset threshold.
+#
+# ## Library calls on this page
+#
+# This page's single source is {download}`07_molecular_dynamics.py <../../chapters/07_molecular_dynamics.py>`, a jupytext notebook
+# (`make lab` opens it as one; the executed `.ipynb` is under the download button at the top).
+#
+# Every `equivlib` function and class this page's code calls, each linked to its entry in the
+# {ref}`API reference <api>`:
+# {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
+# {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
+# {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.by_profile`,
+# {py:func}`~equivlib.config.chapter_setup`, {py:func}`~equivlib.md.force_fields`,
+# {py:func}`~equivlib.md.heldout_molecules`, {py:func}`~equivlib.md.orientation_study`,
+# {py:func}`~equivlib.plans.chapter2_runs`, {py:func}`~equivlib.plotting.new_figure`,
+# {py:func}`~equivlib.plotting.set_style`, {py:func}`~equivlib.runs.get_run`.
