@@ -25,6 +25,15 @@ def _rotation(seed=1):
     return haar_so3(generator=torch.Generator().manual_seed(seed)).numpy()
 
 
+def _turned_pair(make_calc, rotation_seed, velocity_seed, steps, dt_fs):
+    """NVE from the test molecule's state and from the same state turned: ``(a, b, R)``."""
+    R = _rotation(rotation_seed)
+    v0 = initial_velocities(NUMBERS, POSITIONS, 300.0, seed=velocity_seed)
+    x1, v1 = rotate_state(POSITIONS, v0, R)
+    return (run_md(NUMBERS, POSITIONS, v0, make_calc(), steps=steps, dt_fs=dt_fs),
+            run_md(NUMBERS, x1, v1, make_calc(), steps=steps, dt_fs=dt_fs), R)
+
+
 def test_plain_calculator_returns_the_models_forces_in_ev_per_angstrom():
     model = _model()
     calc = ModelForceCalculator(model, force_scale=2.5, elements=ELEMENTS)
@@ -69,18 +78,13 @@ def test_random_rotation_mode_is_one_rotated_evaluation():
 
 
 def test_rotated_initial_conditions_give_rotated_trajectories_for_an_equivariant_model():
-    calc = lambda: ModelForceCalculator(_model(arch="e3nn"), force_scale=1.0, elements=ELEMENTS)  # noqa: E731
-    R = _rotation(7)
-    v0 = initial_velocities(NUMBERS, POSITIONS, 300.0, seed=0)
-    x1, v1 = rotate_state(POSITIONS, v0, R)
-    a = run_md(NUMBERS, POSITIONS, v0, calc(), steps=20, dt_fs=0.5)
-    b = run_md(NUMBERS, x1, v1, calc(), steps=20, dt_fs=0.5)
+    a, b, R = _turned_pair(lambda: ModelForceCalculator(_model(arch="e3nn"), force_scale=1.0, elements=ELEMENTS),
+                           7, 0, 20, 0.5)
     d = orientation_divergence(a, b, R)
     assert d.shape == (21,) and d.max() < 1e-9  # stated tolerance over 10 fs, in float64
     # and a non-equivariant model is not: its two trajectories separate at once
-    plain = lambda: ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS)  # noqa: E731
-    d2 = orientation_divergence(run_md(NUMBERS, POSITIONS, v0, plain(), steps=20),
-                                run_md(NUMBERS, x1, v1, plain(), steps=20), R)
+    a2, b2, _ = _turned_pair(lambda: ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS), 7, 0, 20, 0.5)
+    d2 = orientation_divergence(a2, b2, R)
     assert d2[-1] > 1e3 * max(d.max(), 1e-15)
     assert onset_time(a.times, d2, 1e-6) is not None and onset_time(a.times, d, 1e-6) is None
 
@@ -156,11 +160,7 @@ def test_early_divergence_is_the_taylor_term_of_the_measured_one():
     from equivlib.md import early_divergence, force_discrepancy
 
     calc = lambda: ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS)  # noqa: E731
-    R = _rotation(9)
-    v0 = initial_velocities(NUMBERS, POSITIONS, 300.0, seed=2)
-    x1, v1 = rotate_state(POSITIONS, v0, R)
-    a = run_md(NUMBERS, POSITIONS, v0, calc(), steps=4, dt_fs=0.1)
-    b = run_md(NUMBERS, x1, v1, calc(), steps=4, dt_fs=0.1)
+    a, b, R = _turned_pair(calc, 9, 2, 4, 0.1)
     measured = orientation_divergence(a, b, R)
     predicted = early_divergence(force_discrepancy(calc(), NUMBERS, POSITIONS, R), a.masses, a.times)
     assert measured[0] < 1e-12 and predicted[0] == 0
