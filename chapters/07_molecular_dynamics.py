@@ -45,7 +45,7 @@ t_start = time.perf_counter()
 device, gen = chapter_setup(globals(), known=["THRESHOLD"])
 if not (isinstance(THRESHOLD, (int, float)) and THRESHOLD > 0):
     raise ValueError(f"THRESHOLD must be a positive number of Å, got {THRESHOLD!r}")
-SIZES = by_profile(PROFILE, quick=dict(molecules=2, steps=60), full=dict(molecules=8, steps=2000),
+SIZES = by_profile(PROFILE, quick=dict(molecules=2, steps=40), full=dict(molecules=8, steps=2000),
                    smoke=dict(molecules=1, steps=4))
 DT_FS, TEMPERATURE = 0.5, 300.0
 EXACT = 1e-8  # Å: stated tolerance for "rotated copies" (float64 forces, chaos amplifies round-off over the run)

@@ -45,6 +45,7 @@ __all__ = ["MODES", "ModelForceCalculator", "reference_calculator", "Trajectory"
            "momenta", "net_force_torque", "heldout_molecules", "force_fields", "OrientationStudy",
            "orientation_study"]
 
+#: What :class:`ModelForceCalculator` predicts: the model's forces, their twirl, or one randomly rotated evaluation.
 MODES = ("plain", "twirl", "random")
 
 

@@ -45,7 +45,7 @@ CHAPTER2: dict[str, dict] = {
                    monitor=dict(n_elements=4), n_evals=10),
         task_sweep=dict(flow=dict(n_train=[8], size=["medium"]), voxels=dict(n_train=[40], size=["medium"]),
                         n_evals=10),
-        gap=dict(steps=800, n_evals=10, seeds=3),
+        gap=dict(steps=600, n_evals=10, seeds=3),
         voxsub=dict(Ns=[2, 4, 8, 16], reps=10, n_check=8, n_split=None),
     ),
     "full": dict(
