@@ -131,9 +131,11 @@ glue("ch7-e3-steps", e3.config.steps)
 # ```
 #
 # Part 4 connects the onset of the divergence to the equivariance error: $R^{-1}F(Rx_0)$ and
-# $F(x_0)$ are two twisted predictions, so over Haar-random $R$ the mean of
-# $\lVert \delta F \rVert^2$ is the spread that $\mathcal L_\text{equiv}$ measures
-# ({prf:ref}`prop-mse-split`), twice over and in eV²/Å². The tests of `equivlib.md` check parts
+# $F(x_0)$ are two twisted predictions at $x_0$, so for Haar-random $R$ the mean of
+# $\lVert \delta F \rVert^2$ is their variance around the twirl plus the squared distance of
+# $F(x_0)$ from the twirl; averaged also over the orientation of $x_0$ (molecules drawn from a
+# rotation-invariant distribution), both terms are the spread that $\mathcal L_\text{equiv}$
+# measures ({prf:ref}`prop-mse-split`), so the mean is twice that, in eV²/Å². The tests of `equivlib.md` check parts
 # 1, 3 and 4 on small models, and the same parts are checked on chapter 2's models below.
 
 # %% tags=["hide-input"]
@@ -201,7 +203,8 @@ glue("ch7-fig-divergence", fig)
 # GFN2-xTB {glue:text}`ch7-div-gfn2:.1e` Å). The augmented model's two runs crossed
 # {glue:text}`ch7-threshold` Å after {glue:md}`ch7-onset-aug` fs, where part 4 predicts
 # {glue:md}`ch7-onset-pred` fs from the force discrepancy at the first frame (ratios
-# {glue:md}`ch7-onset-ratio`): {glue:md}`ch7-law-text`. At the end they were
+# {glue:md}`ch7-onset-ratio`, both read at the {glue:text}`ch7-dt` fs steps):
+# {glue:md}`ch7-law-text`. At the end they were
 # {glue:md}`ch7-div-aug` Å apart. One random rotation per step {glue:md}`ch7-random-text`
 # (onsets {glue:md}`ch7-onset-random` fs; {glue:md}`ch7-div-random` Å at the end): each run
 # sees its own random rotations, so it follows a randomly perturbed force field rather than an
