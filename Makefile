@@ -29,8 +29,8 @@ help:
 # it does not read pip's configuration, so the wheel folders pip is told about (PIP_FIND_LINKS, or
 # find-links in pip.conf: where a machine keeps its PyTorch CPU wheel) are passed on to it
 UV_VERSION  := 0.13.9
-FIND_LINKS  := $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-UV_PIP      := $(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps $(addprefix --find-links ,$(FIND_LINKS))
+FIND_LINKS   = $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_PIP       = $(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps $(addprefix --find-links ,$(FIND_LINKS))
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

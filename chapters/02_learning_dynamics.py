@@ -38,7 +38,7 @@ from equivlib import curves
 from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
 from equivlib.config import chapter_setup, derived_generator
 from equivlib.plans import chapter2_plan, chapter2_runs, spread_steps
-from equivlib.plotting import log2_axis, new_figure, percent_panel, set_style
+from equivlib.plotting import log2_axis, new_figure, percent_panel, set_style, sweep_panel
 from equivlib.runs import checkpoint_steps, get_run, train_runs
 from equivlib.stats import mean_ci, slope_ci
 from equivlib.studies import checkpoint_split_study, identity_check, race_table, sweep_table
@@ -453,11 +453,7 @@ glue("ch2-sweep-table", sweep.drop(columns=["_curve", "reference"]).style.hide(a
 
 fig, axes = new_figure(2, 2, width=4.2, height=3.0)
 for ax, axis in zip(axes.flat, ["training set", "batch size", "model size", "optimiser"]):
-    sub = sweep[sweep["axis"] == axis].assign(label=lambda d: d["setting"] + d["reference"].map({True: " (reference)", False: ""}))
-    percent_panel(ax, dict(zip(sub["label"], sub["_curve"])), threshold=THRESHOLD, ylabel="% of held-out loss",
-                  colors={lab: "black" for lab in sub.loc[sub["reference"], "label"]},
-                  styles={lab: {"ms": 2.5, "lw": 2.2 if ref else 1.4} for lab, ref in zip(sub["label"], sub["reference"])})
-    ax.set_title(axis)
+    sweep_panel(ax, sweep, axis, threshold=THRESHOLD)
 glue("ch2-fig-sweeps", fig)
 
 # %% [markdown]
@@ -495,7 +491,7 @@ glue("ch2-fig-sweeps", fig)
 
 # %% tags=["hide-input"]
 unit = {"flow": "chains", "voxels": "molecules"}
-task_sweep, task_sweep_runs = {}, {}
+task_sweep = {}
 for name, sw in plan.task_sweeps.items():
     n_full = tasks[name].info["n_train"]
     rr = {(axis, label): get_run(cfg, device=device, progress=False) for axis, label, cfg in sw}
@@ -525,12 +521,7 @@ glue("ch2-tsweep-table", both.drop(columns=["_curve", "reference"])[["task", *[c
 fig, axes = new_figure(2, 2, width=4.2, height=3.0)
 for row, name in enumerate(task_sweep):
     for col, axis in enumerate(["training set", "model size"]):
-        sub = task_sweep[name][task_sweep[name]["axis"] == axis].assign(
-            label=lambda d: d["setting"] + d["reference"].map({True: " (reference)", False: ""}))
-        percent_panel(axes[row, col], dict(zip(sub["label"], sub["_curve"])), threshold=THRESHOLD,
-                      ylabel="% of held-out loss", colors={lab: "black" for lab in sub.loc[sub["reference"], "label"]},
-                      styles={lab: {"ms": 2.5, "lw": 2.2 if ref else 1.4} for lab, ref in zip(sub["label"], sub["reference"])})
-        axes[row, col].set_title(f"{LABELS[name]}: {axis}")
+        sweep_panel(axes[row, col], task_sweep[name], axis, threshold=THRESHOLD, title=f"{LABELS[name]}: {axis}")
 glue("ch2-fig-task-sweeps", fig)
 
 # %% [markdown]
@@ -917,7 +908,8 @@ glue("ch2-runtime", time.perf_counter() - t_start)
 # {py:func}`~equivlib.latents.latent_study`, {py:func}`~equivlib.plans.chapter2_plan`,
 # {py:func}`~equivlib.plans.chapter2_runs`, {py:func}`~equivlib.plans.spread_steps`, {py:func}`~equivlib.plotting.log2_axis`,
 # {py:func}`~equivlib.plotting.new_figure`, {py:func}`~equivlib.plotting.percent_panel`,
-# {py:func}`~equivlib.plotting.set_style`, {py:func}`~equivlib.runs.checkpoint_steps`,
+# {py:func}`~equivlib.plotting.set_style`, {py:func}`~equivlib.plotting.sweep_panel`,
+# {py:func}`~equivlib.runs.checkpoint_steps`,
 # {py:func}`~equivlib.runs.get_run`, {py:func}`~equivlib.runs.train_runs`,
 # {py:func}`~equivlib.stats.mean_ci`, {py:func}`~equivlib.stats.slope_ci`,
 # {py:func}`~equivlib.studies.checkpoint_split_study`, {py:func}`~equivlib.studies.identity_check`,

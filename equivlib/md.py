@@ -372,7 +372,7 @@ def orientation_study(fields: Mapping[str, Callable[[], Calculator]], molecules:
 
     if not fields or not molecules:
         raise ParameterError("orientation_study needs at least one force field and one molecule")
-    rows, div, pred, times = [], {}, {}, None
+    rows, div, pred = [], {}, {}
     bar = tqdm(total=len(molecules) * len(fields), desc="orientation study", disable=not progress, mininterval=2)
     for k, mol in enumerate(molecules):
         numbers, x0 = mol["numbers"], mol["positions"]
@@ -380,10 +380,10 @@ def orientation_study(fields: Mapping[str, Callable[[], Calculator]], molecules:
         R = haar_so3(generator=torch.Generator().manual_seed(seed + 7919 * (k + 1))).numpy()
         x1, v1 = rotate_state(x0, v0, R)
         for name, make in fields.items():
-            a = run_md(numbers, x0, v0, make(), steps=steps, dt_fs=dt_fs)
+            calc = make()
+            a = run_md(numbers, x0, v0, calc, steps=steps, dt_fs=dt_fs)
             b = run_md(numbers, x1, v1, make(), steps=steps, dt_fs=dt_fs)
             d = orientation_divergence(a, b, R)
-            calc = make()
             p = (early_divergence(force_discrepancy(calc, numbers, x0, R), a.masses, a.times)
                  if isinstance(calc, ModelForceCalculator) else None)
             mom, net = momenta(a), net_force_torque(a.positions, a.forces, a.masses)
@@ -400,7 +400,6 @@ def orientation_study(fields: Mapping[str, Callable[[], Calculator]], molecules:
             div[(mol["molecule"], name)] = d
             if p is not None:
                 pred[(mol["molecule"], name)] = p
-            times = a.times
             bar.update()
     bar.close()
-    return OrientationStudy(pd.DataFrame(rows), times, div, pred, threshold)
+    return OrientationStudy(pd.DataFrame(rows), dt_fs * np.arange(steps + 1), div, pred, threshold)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-__all__ = ["set_style", "new_figure", "log2_axis", "landscape_panel", "percent_panel"]
+__all__ = ["set_style", "new_figure", "log2_axis", "landscape_panel", "percent_panel", "sweep_panel"]
 
 
 def set_style() -> None:
@@ -84,3 +84,19 @@ def percent_panel(ax, curves, *, threshold: float | None = None, band: bool = Fa
     ax.set(xscale="log", yscale="log", xlabel="training step", ylabel=ylabel)
     if len(curves) > 1:
         ax.legend(fontsize=legend_size)
+
+
+def sweep_panel(ax, table, axis: str, *, threshold: float | None = None, title: str | None = None) -> None:
+    """One axis of a :func:`~equivlib.studies.sweep_table`: its runs' percent curves, the reference in thick black.
+
+    ``table`` needs the columns ``axis``, ``setting``, ``reference`` and ``_curve``; the
+    reference's label gains " (reference)".  ``title`` defaults to ``axis``.
+    """
+    sub = table[table["axis"] == axis]
+    if sub.empty:
+        raise ValueError(f"the sweep table has no runs on axis {axis!r}; it has {sorted(set(table['axis']))}")
+    labels = sub["setting"] + sub["reference"].map({True: " (reference)", False: ""})
+    percent_panel(ax, dict(zip(labels, sub["_curve"])), threshold=threshold, ylabel="% of held-out loss",
+                  colors={lab: "black" for lab, ref in zip(labels, sub["reference"]) if ref},
+                  styles={lab: {"ms": 2.5, "lw": 2.2 if ref else 1.4} for lab, ref in zip(labels, sub["reference"])})
+    ax.set_title(axis if title is None else title)

@@ -10,7 +10,7 @@ import torch
 from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
-from equivlib.plotting import landscape_panel, percent_panel
+from equivlib.plotting import landscape_panel, percent_panel, sweep_panel
 
 
 def test_landscape_panel_draws_and_returns_the_mappable():
@@ -52,3 +52,19 @@ def test_percent_panel_single_curve_has_no_legend_and_needs_se_for_band():
     assert ax.get_legend() is None and len(ax.collections) == 0
     with pytest.raises(KeyError):
         percent_panel(Figure().add_subplot(), {"x": curve([1.0, 1, 1, 1]).drop(columns="se_percent")}, band=True)
+
+
+def test_sweep_panel_draws_one_axis_with_the_reference_in_black():
+    table = pd.DataFrame({"axis": ["data", "data", "batch"], "setting": ["all", "8", "1"],
+                          "reference": [True, False, False],
+                          "_curve": [curve([9.0, 3.0, 1.0, 0.5]), curve([9.0, 1.0, 0.6, 0.5]), curve([1.0, 1, 1, 1])]})
+    ax = Figure().add_subplot()
+    sweep_panel(ax, table, "data", threshold=2.0)
+    data = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert set(data) == {"all (reference)", "8"} and ax.get_title() == "data"
+    assert data["all (reference)"].get_color() == "black" and data["all (reference)"].get_linewidth() == 2.2
+    assert data["8"].get_linewidth() == 1.4
+    sweep_panel(ax, table, "batch", title="custom")
+    assert ax.get_title() == "custom"
+    with pytest.raises(ValueError, match="no runs on axis 'optimiser'"):
+        sweep_panel(ax, table, "optimiser")
