@@ -13,15 +13,26 @@ turns its normalised predictions back into eV/Å.  It can predict
   of rotating the system at every step of a simulation.
 
 :func:`run_md` integrates Newton's equations (velocity Verlet, NVE) or Langevin
-dynamics with ASE's integrators and records positions, velocities and forces;
-:func:`orientation_divergence`, :func:`momenta` and :func:`net_force_torque` measure a
-trajectory.  GFN2-xTB, the reference of chapter 2's force data, is
+dynamics with ASE's integrators and records positions, velocities, forces and (where the
+calculator defines one) the potential energy; :func:`trajectory` does the same through a
+cache keyed like training runs.  :func:`orientation_divergence`, :func:`momenta`,
+:func:`net_force_torque`, :func:`total_energy` and :func:`structure` (bond lengths and
+angles) measure a trajectory.  GFN2-xTB, the reference of chapter 2's force data, is
 :func:`reference_calculator` (tblite's own ASE calculator).
+
+The studies of chapter 7 are :func:`orientation_study` (NVE from two orientations),
+:func:`observable_study` (Langevin from two orientations: structural distributions, a
+two-sample test and the distance to the reference) and :func:`discrepancy_check` (the
+force discrepancy between orientations against the equivariance error ``L_equiv``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
+from importlib.metadata import version as _version
+from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -29,21 +40,24 @@ import pandas as pd
 import torch
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
-from ase.data import chemical_symbols
+from ase.data import chemical_symbols, covalent_radii
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
 from .config import ParameterError
-from .groups import VectorAction, sample_design, sample_haar, tetrahedral_group
+from .groups import VectorAction, haar_so3, sample_design, sample_haar, tetrahedral_group
+from .runs import runs_dir, source_hash
+from .stats import block_test
 from .training import float64_copy
-from .twirl import TwirledModel
+from .twirl import TwirledModel, decompose_model
 
 __all__ = ["MODES", "ModelForceCalculator", "reference_calculator", "Trajectory", "initial_velocities",
-           "run_md", "rotate_state", "orientation_divergence", "onset_time", "force_discrepancy", "early_divergence",
-           "momenta", "net_force_torque", "heldout_molecules", "force_fields", "OrientationStudy",
-           "orientation_study"]
+           "run_md", "trajectory", "rotate_state", "orientation_divergence", "onset_time", "force_discrepancy",
+           "early_divergence", "momenta", "net_force_torque", "total_energy", "bonds", "angles", "structure",
+           "heldout_molecules", "ForceField", "model_digest", "force_fields", "OrientationStudy",
+           "orientation_study", "OBSERVABLES", "ObservableStudy", "observable_study", "discrepancy_check", "force_errors"]
 
 #: What :class:`ModelForceCalculator` predicts: the model's forces, their twirl, or one randomly rotated evaluation.
 MODES = ("plain", "twirl", "random")
@@ -100,13 +114,15 @@ class ModelForceCalculator(Calculator):
         self.n_calls = 0
 
     def predict(self, positions: np.ndarray, numbers: Sequence[int]) -> np.ndarray:
-        """Forces (eV/Å, ``(A, 3)``) at ``positions`` (Å, ``(A, 3)``) for atoms ``numbers``."""
+        """Forces (eV/Å) at ``positions`` (Å, ``(A, 3)``, or ``(N, A, 3)`` for N configurations at once)."""
         pos = np.asarray(positions, dtype=np.float64)
         numbers = np.asarray(numbers, dtype=np.int64)
-        if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] != numbers.shape[0]:
-            raise ValueError(f"positions must have shape (atoms, 3) matching {numbers.shape[0]} atomic numbers, "
-                             f"got {pos.shape}")
-        bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
+        if pos.ndim not in (2, 3) or pos.shape[-1] != 3 or pos.shape[-2] != numbers.shape[0]:
+            raise ValueError(f"positions must have shape (atoms, 3) or (configurations, atoms, 3) matching "
+                             f"{numbers.shape[0]} atomic numbers, got {pos.shape}")
+        single = pos.ndim == 2
+        pos = pos[None] if single else pos
+        bad = np.flatnonzero(~np.isfinite(pos).all(axis=(0, 2)))
         if bad.size:
             raise ValueError(f"{bad.size} atom position(s) are not finite (NaN or inf): atoms {bad[:10].tolist()}")
         unknown = sorted(set(numbers.tolist()) - self.elements)
@@ -114,17 +130,17 @@ class ModelForceCalculator(Calculator):
             raise ValueError(f"the model never saw element(s) {[chemical_symbols[z] for z in unknown]}; it was trained "
                              f"on {[chemical_symbols[z] for z in sorted(self.elements)]}")
         device = next(self.model.parameters()).device
-        x = torch.as_tensor(pos - pos.mean(axis=0), dtype=self.dtype, device=device)[None]
-        species = torch.as_tensor(numbers, device=device)[None]
+        x = torch.as_tensor(pos - pos.mean(axis=1, keepdims=True), dtype=self.dtype, device=device)
+        species = torch.as_tensor(numbers, device=device)[None].expand(x.shape[0], -1)
         mask = torch.ones_like(species, dtype=torch.bool)
         with torch.no_grad():
-            f = self._forward(x, mask=mask, species=species)[0]
+            f = self._forward(x, mask=mask, species=species)
         out = f.detach().to(torch.float64).cpu().numpy() * self.force_scale
-        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=(0, 2)))
         if bad.size:
             raise ValueError(f"the model predicted non-finite forces on {bad.size} atom(s): {bad[:10].tolist()}")
         self.n_calls += 1
-        return out
+        return out[0] if single else out
 
     def calculate(self, atoms: Atoms | None = None, properties=("forces",), system_changes=all_changes):
         """ASE's entry point: store :meth:`predict`'s forces for ``atoms`` in ``self.results``."""
@@ -149,7 +165,9 @@ class Trajectory:
     positions, velocities, forces : (T + 1, A, 3) in Å, Å/fs and eV/Å
     masses : (A,) amu
     numbers : (A,) atomic numbers
-    seconds_per_step : wall-clock seconds per MD step (force call and integration)
+    seconds_per_step : wall-clock seconds per MD step (force call and integration), as measured
+        when the trajectory was computed (also when it is loaded from the cache)
+    energies : (T + 1,) potential energy in eV, or None where the force field defines no energy
     """
 
     times: np.ndarray
@@ -159,6 +177,7 @@ class Trajectory:
     masses: np.ndarray
     numbers: np.ndarray
     seconds_per_step: float
+    energies: np.ndarray | None = None
 
 
 def initial_velocities(numbers: Sequence[int], positions: np.ndarray, temperature_K: float, seed: int) -> np.ndarray:
@@ -187,7 +206,8 @@ def run_md(numbers: Sequence[int], positions: np.ndarray, velocities: np.ndarray
     ``ensemble="nve"``: velocity Verlet; ``"langevin"``: ASE's Langevin integrator at
     ``temperature_K`` with ``friction_per_fs`` and its noise seeded by ``seed``.  Every
     step's positions, velocities and forces are recorded (forces are those of the
-    positions they are recorded with).
+    positions they are recorded with), and the potential energy where the calculator
+    implements one.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ParameterError(f"steps must be a positive integer, got {steps!r}")
@@ -200,23 +220,91 @@ def run_md(numbers: Sequence[int], positions: np.ndarray, velocities: np.ndarray
         dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
     elif ensemble == "langevin":
         dyn = Langevin(atoms, timestep=dt_fs * units.fs, temperature_K=temperature_K,
-                       friction=friction_per_fs / units.fs, rng=np.random.default_rng(seed))
+                       friction=friction_per_fs / units.fs, fixcm=False,
+                       rng=np.random.default_rng(seed))
     else:
         raise ParameterError(f"ensemble must be 'nve' or 'langevin', got {ensemble!r}")
-    pos, vel, frc = [atoms.get_positions()], [atoms.get_velocities() * units.fs], [atoms.get_forces()]
+    has_energy = "energy" in getattr(calculator, "implemented_properties", ())
+    pos, vel, frc, pot = [], [], [], []
+
+    def record():
+        pos.append(atoms.get_positions())
+        vel.append(atoms.get_velocities() * units.fs)
+        frc.append(atoms.get_forces())
+        if has_energy:  # computed with the forces: no second call
+            pot.append(atoms.get_potential_energy())
+
+    record()
     bar = tqdm(total=steps, desc=desc, disable=not progress, mininterval=2)
     t0 = time.perf_counter()
     for _ in range(steps):
         dyn.run(1)
-        pos.append(atoms.get_positions())
-        vel.append(atoms.get_velocities() * units.fs)
-        frc.append(atoms.get_forces())
+        record()
         bar.update()
     seconds = time.perf_counter() - t0
     bar.close()
     return Trajectory(times=dt_fs * np.arange(steps + 1), positions=np.stack(pos), velocities=np.stack(vel),
                       forces=np.stack(frc), masses=atoms.get_masses(), numbers=atoms.get_atomic_numbers(),
-                      seconds_per_step=seconds / steps)
+                      seconds_per_step=seconds / steps, energies=np.asarray(pot) if has_energy else None)
+
+
+def _digest(payload: Mapping) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _array_digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def trajectory(field: "ForceField", numbers: Sequence[int], positions: np.ndarray, velocities: np.ndarray, *,
+               steps: int, dt_fs: float = 0.5, ensemble: str = "nve", temperature_K: float = 300.0,
+               friction_per_fs: float = 0.01, seed: int = 0, cache_dir=None, cache: bool = True) -> Trajectory:
+    """:func:`run_md` with a fresh calculator of ``field``, cached like training runs.
+
+    The cache entry (under ``cache_dir``, default :func:`~equivlib.runs.runs_dir` ``/ "md"``)
+    is keyed by the field's :attr:`ForceField.key`, the initial state, every integration
+    parameter and equivlib's code (:func:`~equivlib.runs.source_hash`), so a change to any
+    of them recomputes.  A field without a key, or ``cache=False``, always computes.  The
+    stored ``seconds_per_step`` is the one measured when the trajectory was computed.
+    """
+    def compute() -> Trajectory:
+        return run_md(numbers, positions, velocities, field(), steps=steps, dt_fs=dt_fs, ensemble=ensemble,
+                      temperature_K=temperature_K, friction_per_fs=friction_per_fs, seed=seed)
+
+    if not cache or getattr(field, "key", None) is None:
+        return compute()
+    from filelock import FileLock
+
+    key = _digest({"field": field.key, "state": _array_digest(numbers, positions, velocities), "steps": steps,
+                   "dt_fs": float(dt_fs), "ensemble": ensemble, "temperature_K": float(temperature_K),
+                   "friction_per_fs": float(friction_per_fs), "seed": int(seed), "source": source_hash()})
+    folder = (runs_dir() if cache_dir is None else Path(cache_dir)) / "md"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{field.name}-{ensemble}-{key}.npz"
+    with FileLock(str(folder / f".{path.name}.lock")):
+        if path.exists():
+            try:
+                return _load_trajectory(path)
+            except Exception:  # noqa: BLE001 - a damaged entry is recomputed
+                path.unlink()
+        traj = compute()
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, times=traj.times, positions=traj.positions, velocities=traj.velocities, forces=traj.forces,
+                 masses=traj.masses, numbers=traj.numbers, seconds_per_step=traj.seconds_per_step,
+                 energies=np.array([]) if traj.energies is None else traj.energies,
+                 has_energies=traj.energies is not None)
+        tmp.rename(path)
+    return traj
+
+
+def _load_trajectory(path: Path) -> Trajectory:
+    with np.load(path) as z:
+        return Trajectory(times=z["times"], positions=z["positions"], velocities=z["velocities"], forces=z["forces"],
+                          masses=z["masses"], numbers=z["numbers"], seconds_per_step=float(z["seconds_per_step"]),
+                          energies=z["energies"] if bool(z["has_energies"]) else None)
 
 
 def orientation_divergence(a: Trajectory, b: Trajectory, rotation: np.ndarray) -> np.ndarray:
@@ -291,6 +379,51 @@ def net_force_torque(positions: np.ndarray, forces: np.ndarray, masses: np.ndarr
     return {"force": f.sum(axis=-2), "torque": np.cross(x - com, f).sum(axis=-2)}
 
 
+def total_energy(traj: Trajectory) -> np.ndarray | None:
+    """Potential plus kinetic energy (eV) at every frame, or None where the force field defines no energy."""
+    if traj.energies is None:
+        return None
+    kinetic = 0.5 * (traj.masses[None, :, None] * (traj.velocities / units.fs) ** 2).sum(axis=(1, 2))
+    return np.asarray(traj.energies) + kinetic
+
+
+def bonds(numbers: Sequence[int], positions: np.ndarray, *, tolerance: float = 1.2) -> np.ndarray:
+    """Covalent bonds ``(n, 2)`` (``i < j``): atoms closer than ``tolerance`` times their summed covalent radii."""
+    x = np.asarray(positions, dtype=np.float64)
+    r = covalent_radii[np.asarray(numbers, dtype=np.int64)]
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    i, j = np.nonzero(np.triu(d < tolerance * (r[:, None] + r[None]), k=1))
+    if i.size == 0:
+        raise ValueError("no two atoms are within bonding distance: not a molecule")
+    return np.stack([i, j], axis=1)
+
+
+def angles(bond_list: np.ndarray) -> np.ndarray:
+    """Bond angles ``(n, 3)`` as ``(i, j, k)`` with ``j`` the central atom and ``i < k``, from :func:`bonds`."""
+    out = []
+    n_atoms = int(np.max(bond_list)) + 1 if len(bond_list) else 0
+    neighbours = [[] for _ in range(n_atoms)]
+    for a, b in np.asarray(bond_list):
+        neighbours[a].append(int(b))
+        neighbours[b].append(int(a))
+    for j, nb in enumerate(neighbours):
+        nb = sorted(nb)
+        out += [(i, j, k) for p, i in enumerate(nb) for k in nb[p + 1:]]
+    return np.asarray(out, dtype=np.int64).reshape(-1, 3)
+
+
+def structure(positions: np.ndarray, bond_list: np.ndarray, angle_list: np.ndarray) -> dict[str, np.ndarray]:
+    """Bond lengths (Å) and bond angles (degrees) of every frame: ``{"bond": (T, n_bonds), "angle": (T, n_angles)}``."""
+    x = np.asarray(positions, dtype=np.float64)
+    x = x[None] if x.ndim == 2 else x
+    b = np.asarray(bond_list)
+    lengths = np.linalg.norm(x[:, b[:, 0]] - x[:, b[:, 1]], axis=-1)
+    a = np.asarray(angle_list)
+    u, v = x[:, a[:, 0]] - x[:, a[:, 1]], x[:, a[:, 2]] - x[:, a[:, 1]]
+    cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+    return {"bond": lengths, "angle": np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))}
+
+
 def heldout_molecules(profile: str = "quick", seed: int = 0, n: int = 1) -> tuple[list[dict], list[int]]:
     """``(molecules, elements)``: ``n`` held-out molecules of chapter 2's force data (the first
     conformer of each) as ``{"numbers", "positions" (Å), "smiles", "molecule"}``, and the atomic
@@ -312,23 +445,58 @@ def heldout_molecules(profile: str = "quick", seed: int = 0, n: int = 1) -> tupl
     return out, sorted(set(train.species.unique().tolist()) - {0})
 
 
+@dataclass(frozen=True)
+class ForceField:
+    """A named force field: calling it builds a fresh calculator.
+
+    ``key`` names what it computes (model weights, mode, seed; or the reference method
+    and its version), so that :func:`trajectory` can cache its trajectories; None: never cached.
+    """
+
+    name: str
+    make: Callable[[], Calculator]
+    key: str | None = None
+
+    def __call__(self) -> Calculator:
+        return self.make()
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a model's class and its parameters and buffers, by name, in float64."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.is_floating_point():
+            t = t.to(torch.float64)
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def force_fields(model: torch.nn.Module, equivariant_model: torch.nn.Module | None, *, force_scale: float,
-                 elements: Iterable[int], seed: int = 0, reference: bool = True) -> dict[str, Callable[[], Calculator]]:
-    """Factories of the force fields chapter 7 compares, by name.
+                 elements: Iterable[int], seed: int = 0, reference: bool = True) -> dict[str, ForceField]:
+    """The force fields chapter 7 compares, by name (:class:`ForceField`, keyed for the trajectory cache).
 
     ``augmented``, ``twirled`` and ``random`` wrap ``model`` (:data:`MODES` ``plain``, ``twirl``,
     ``random``); ``e3nn`` wraps ``equivariant_model`` (if given); ``gfn2`` is
-    :func:`reference_calculator` (if ``reference``).  Each call of a factory makes a fresh
+    :func:`reference_calculator` (if ``reference``).  Each call of a field makes a fresh
     calculator (its own rotation stream, seeded by ``seed``).
     """
     elements = sorted(int(z) for z in elements)
-    out = {name: (lambda mode=mode: ModelForceCalculator(model, force_scale=force_scale, elements=elements,
-                                                         mode=mode, seed=seed))
+
+    def field(name, net, mode, digest):
+        return ForceField(name, lambda: ModelForceCalculator(net, force_scale=force_scale, elements=elements,
+                                                             mode=mode, seed=seed),
+                          _digest({"model": digest, "mode": mode, "force_scale": float(force_scale),
+                                   "elements": elements, "seed": int(seed)}))
+
+    digest = model_digest(model)
+    out = {name: field(name, model, mode, digest)
            for name, mode in (("augmented", "plain"), ("twirled", "twirl"), ("random", "random"))}
     if equivariant_model is not None:
-        out["e3nn"] = lambda: ModelForceCalculator(equivariant_model, force_scale=force_scale, elements=elements)
+        out["e3nn"] = field("e3nn", equivariant_model, "plain", model_digest(equivariant_model))
     if reference:
-        out["gfn2"] = reference_calculator
+        out["gfn2"] = ForceField("gfn2", reference_calculator, f"tblite-{_version('tblite')}-GFN2-xTB")
     return out
 
 
@@ -343,11 +511,16 @@ class OrientationStudy:
         and ``onset_predicted_fs`` (first time above the threshold, measured and from
         :func:`early_divergence`; NaN: never), ``P_drift`` (amu Å/fs) and ``L_drift`` (amu Å²/fs)
         over the run, ``net_force`` (eV/Å) and ``net_torque`` (eV) averaged over the run,
-        ``max_speed`` (Å/fs, the fastest atom at the end).
+        ``max_speed`` (Å/fs, the fastest atom at the end), ``E_drift`` and ``E_spread`` (eV:
+        total energy at the end minus at the start, and its largest excursion from the start),
+        ``U_range`` (eV: the range of the potential energy along the run, what the total
+        energy's excursion is measured against); NaN for a field without an energy.
     times : numpy.ndarray
         fs.
     divergence, predicted : dict
         ``{(molecule, field): array}``: measured divergence and its Taylor prediction (model fields only).
+    energy : dict
+        ``{(molecule, field): array}``: total energy minus its start (eV), for fields with an energy.
     threshold : float
         Å.
     """
@@ -356,37 +529,48 @@ class OrientationStudy:
     times: np.ndarray
     divergence: dict
     predicted: dict
+    energy: dict
     threshold: float
+
+
+def _turned_start(molecule: dict, k: int, temperature_K: float, seed: int):
+    """Molecule ``k``'s start ``(x0, v0)``, its Haar rotation ``R`` and the turned start ``(x1, v1)``."""
+    numbers, x0 = molecule["numbers"], molecule["positions"]
+    v0 = initial_velocities(numbers, x0, temperature_K, seed=seed + k)
+    R = haar_so3(generator=torch.Generator().manual_seed(seed + 7919 * (k + 1))).numpy()
+    x1, v1 = rotate_state(x0, v0, R)
+    return x0, v0, R, x1, v1
+
+
+def _check_study(fields, molecules):
+    if not fields or not molecules:
+        raise ParameterError("a study needs at least one force field and one molecule")
 
 
 def orientation_study(fields: Mapping[str, Callable[[], Calculator]], molecules: Sequence[dict], *, steps: int,
                       dt_fs: float = 0.5, temperature_K: float = 300.0, threshold: float = 1e-3, seed: int = 0,
-                      progress: bool = True) -> OrientationStudy:
+                      progress: bool = True, cache: bool = True) -> OrientationStudy:
     """NVE from each molecule's state and from the same state turned by a Haar rotation, for every force field.
 
     Each molecule gets Maxwell-Boltzmann velocities at ``temperature_K`` (no net momentum or
     angular momentum) and a rotation, both seeded by ``seed`` and its index, shared by all
-    force fields.  See :class:`OrientationStudy` for what is measured.
+    force fields.  Trajectories go through :func:`trajectory`'s cache.  See
+    :class:`OrientationStudy` for what is measured.
     """
-    from .groups import haar_so3
-
-    if not fields or not molecules:
-        raise ParameterError("orientation_study needs at least one force field and one molecule")
-    rows, div, pred = [], {}, {}
+    _check_study(fields, molecules)
+    rows, div, pred, energy = [], {}, {}, {}
     bar = tqdm(total=len(molecules) * len(fields), desc="orientation study", disable=not progress, mininterval=2)
     for k, mol in enumerate(molecules):
-        numbers, x0 = mol["numbers"], mol["positions"]
-        v0 = initial_velocities(numbers, x0, temperature_K, seed=seed + k)
-        R = haar_so3(generator=torch.Generator().manual_seed(seed + 7919 * (k + 1))).numpy()
-        x1, v1 = rotate_state(x0, v0, R)
-        for name, make in fields.items():
-            calc = make()
-            a = run_md(numbers, x0, v0, calc, steps=steps, dt_fs=dt_fs)
-            b = run_md(numbers, x1, v1, make(), steps=steps, dt_fs=dt_fs)
+        numbers = mol["numbers"]
+        x0, v0, R, x1, v1 = _turned_start(mol, k, temperature_K, seed)
+        for name, field in fields.items():
+            kw = dict(steps=steps, dt_fs=dt_fs, cache=cache)
+            a, b = trajectory(field, numbers, x0, v0, **kw), trajectory(field, numbers, x1, v1, **kw)
             d = orientation_divergence(a, b, R)
+            calc = field()  # fresh: its rotation stream does not depend on whether the runs came from the cache
             p = (early_divergence(force_discrepancy(calc, numbers, x0, R), a.masses, a.times)
                  if isinstance(calc, ModelForceCalculator) else None)
-            mom, net = momenta(a), net_force_torque(a.positions, a.forces, a.masses)
+            mom, net, E = momenta(a), net_force_torque(a.positions, a.forces, a.masses), total_energy(a)
             onset, onset_p = onset_time(a.times, d, threshold), None if p is None else onset_time(a.times, p, threshold)
             rows.append({"molecule": mol["molecule"], "smiles": mol["smiles"], "atoms": len(numbers), "field": name,
                          "s_per_step": (a.seconds_per_step + b.seconds_per_step) / 2,
@@ -396,10 +580,202 @@ def orientation_study(fields: Mapping[str, Callable[[], Calculator]], molecules:
                          "L_drift": float(np.linalg.norm(mom["L"][-1] - mom["L"][0])),
                          "net_force": float(np.linalg.norm(net["force"], axis=-1).mean()),
                          "net_torque": float(np.linalg.norm(net["torque"], axis=-1).mean()),
-                         "max_speed": float(np.linalg.norm(a.velocities[-1], axis=-1).max())})
+                         "max_speed": float(np.linalg.norm(a.velocities[-1], axis=-1).max()),
+                         "E_drift": np.nan if E is None else float(E[-1] - E[0]),
+                         "E_spread": np.nan if E is None else float(np.abs(E - E[0]).max()),
+                         "U_range": np.nan if E is None else float(np.ptp(a.energies))})
             div[(mol["molecule"], name)] = d
             if p is not None:
                 pred[(mol["molecule"], name)] = p
+            if E is not None:
+                energy[(mol["molecule"], name)] = E - E[0]
             bar.update()
     bar.close()
-    return OrientationStudy(pd.DataFrame(rows), dt_fs * np.arange(steps + 1), div, pred, threshold)
+    return OrientationStudy(pd.DataFrame(rows), dt_fs * np.arange(steps + 1), div, pred, energy, threshold)
+
+
+#: The structural observables of :func:`observable_study` (:func:`structure`'s keys) and their units.
+OBSERVABLES = {"bond": "Å", "angle": "degrees"}
+
+
+@dataclass
+class ObservableStudy:
+    """What :func:`observable_study` measured.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per (molecule, force field, observable): ``mean_a``, ``mean_b`` (the mean
+        over bonds or angles and sampled frames, from each orientation), ``diff``, ``diff_low``,
+        ``diff_high`` and ``p_value`` (:func:`~equivlib.stats.block_test` of the per-frame mean
+        between the two orientations), ``w_orientations`` (the Wasserstein-1 distance between the
+        two orientations' pooled distributions) and ``w_reference`` (between this field's pooled
+        distribution, both orientations, and the reference's; NaN without a reference),
+        ``max_stretch`` (the longest bond over the sampled frames divided by its starting length),
+        ``broken_a_fs``, ``broken_b_fs`` (the first time, burn-in included, at which a bond of
+        each run exceeds ``break_ratio`` times its starting length; NaN: never), ``s_per_step``.
+    samples : dict
+        ``{(molecule, field, observable): (values_a, values_b)}``: the pooled values (frames × bonds or angles).
+    """
+
+    table: pd.DataFrame
+    samples: dict
+    n_blocks: int
+    frames: int
+
+
+def observable_study(fields: Mapping[str, Callable[[], Calculator]], molecules: Sequence[dict], *, steps: int,
+                     burn_in: int, n_blocks: int = 5, dt_fs: float = 0.5, temperature_K: float = 300.0,
+                     friction_per_fs: float = 0.01, reference: str | None = "gfn2", break_ratio: float = 1.5,
+                     seed: int = 0, progress: bool = True, cache: bool = True) -> ObservableStudy:
+    """Langevin runs from each molecule's state and from the same state turned, for every force field.
+
+    The starts are :func:`orientation_study`'s (same seeds); the two runs draw independent
+    thermostat noise (seeds ``seed`` and ``seed + 1``), so even for an exactly equivariant
+    field they are two samples of one stationary distribution, not rotated copies.  The
+    first ``burn_in`` steps are discarded.  Bonds and angles are the molecule's at its
+    start (:func:`bonds`, :func:`angles`).  The per-frame mean bond length and mean angle
+    are compared between orientations by :func:`~equivlib.stats.block_test` with
+    ``n_blocks`` blocks each; their pooled distributions by the Wasserstein-1 distance
+    (``scipy.stats.wasserstein_distance``), between orientations and to ``reference``.
+    """
+    from scipy.stats import wasserstein_distance
+
+    _check_study(fields, molecules)
+    if not isinstance(burn_in, int) or isinstance(burn_in, bool) or not 0 <= burn_in < steps:
+        raise ParameterError(f"burn_in must be an integer in [0, steps={steps}), got {burn_in!r}")
+    if steps - burn_in + 1 < 2 * n_blocks:
+        raise ParameterError(f"{steps - burn_in + 1} sampled frames are too few for {n_blocks} blocks of at least "
+                             "2 frames: raise steps or lower burn_in")
+    if not (isinstance(break_ratio, (int, float)) and break_ratio > 1):
+        raise ParameterError(f"break_ratio must be a number > 1, got {break_ratio!r}")
+    if reference is not None and reference not in fields:
+        raise ParameterError(f"reference {reference!r} is not among the fields {list(fields)}")
+    rows, samples = [], {}
+    bar = tqdm(total=len(molecules) * len(fields), desc="observable study", disable=not progress, mininterval=2)
+    for k, mol in enumerate(molecules):
+        numbers = mol["numbers"]
+        x0, v0, _, x1, v1 = _turned_start(mol, k, temperature_K, seed)
+        bl = bonds(numbers, x0)
+        al = angles(bl)
+        start = structure(x0, bl, al)["bond"][0]
+        series = {}
+        for name, field in fields.items():
+            kw = dict(steps=steps, dt_fs=dt_fs, ensemble="langevin", temperature_K=temperature_K,
+                      friction_per_fs=friction_per_fs, cache=cache)
+            a = trajectory(field, numbers, x0, v0, seed=seed, **kw)
+            b = trajectory(field, numbers, x1, v1, seed=seed + 1, **kw)
+            full_a, full_b = structure(a.positions, bl, al), structure(b.positions, bl, al)
+            sa = {obs: v[burn_in:] for obs, v in full_a.items()}
+            sb = {obs: v[burn_in:] for obs, v in full_b.items()}
+            stretch = max(float((sa["bond"].max(axis=0) / start).max()), float((sb["bond"].max(axis=0) / start).max()))
+            broken = [onset_time(t.times, (f["bond"] / start).max(axis=1), break_ratio)
+                      for t, f in ((a, full_a), (b, full_b))]
+            series[name] = (sa, sb, (a.seconds_per_step + b.seconds_per_step) / 2, stretch,
+                            [np.nan if t is None else t for t in broken])
+            bar.update()
+        for name, (sa, sb, sec, stretch, broken) in series.items():
+            for obs in OBSERVABLES:
+                test = block_test(sa[obs].mean(axis=1), sb[obs].mean(axis=1), n_blocks=n_blocks)
+                pa, pb = sa[obs].ravel(), sb[obs].ravel()
+                ref = None if reference is None else np.concatenate([series[reference][0][obs].ravel(),
+                                                                      series[reference][1][obs].ravel()])
+                rows.append({"molecule": mol["molecule"], "atoms": len(numbers), "field": name, "observable": obs,
+                             "mean_a": float(pa.mean()), "mean_b": float(pb.mean()),
+                             "diff": test.difference.estimate, "diff_low": test.difference.low,
+                             "diff_high": test.difference.high, "p_value": test.p_value,
+                             "w_orientations": float(wasserstein_distance(pa, pb)),
+                             "w_reference": np.nan if ref is None else
+                             float(wasserstein_distance(np.concatenate([pa, pb]), ref)),
+                             "max_stretch": stretch, "broken_a_fs": broken[0], "broken_b_fs": broken[1],
+                             "s_per_step": sec})
+                samples[(mol["molecule"], name, obs)] = (pa, pb)
+    bar.close()
+    return ObservableStudy(pd.DataFrame(rows), samples, n_blocks, steps - burn_in + 1)
+
+
+def discrepancy_check(field: Callable[[], Calculator], molecules: Sequence[dict], *, n_orientations: int = 32,
+                      n_rotations: int = 16, seed: int = 0) -> pd.DataFrame:
+    """Is the mean of ``‖F(Rx) − R F(x)‖²`` twice ``D · L_equiv``?  Two estimators, side by side.
+
+    For each molecule, ``n_orientations`` Haar orientations ``Q`` of its positions ``x``; at
+    each ``Qx``
+
+    * ``a``: the mean over ``n_rotations`` Haar ``R`` of ``‖F(RQx) − R F(Qx)‖²`` (summed over
+      atoms, eV²/Å²), through the calculator's forces;
+    * ``b``: ``2 · D · L_equiv(Qx)``, with ``L_equiv`` from equivlib's decomposition
+      (:func:`~equivlib.twirl.decompose_model`, ``n_rotations`` other Haar rotations, unbiased
+      estimator) of the calculator's model, ``D = 3 · atoms``, times ``force_scale²``.
+
+    At one ``x``, the mean of ``a`` is the spread of the twisted predictions at ``x`` plus
+    the squared distance of ``F(x)`` from its twirl; over Haar ``Q`` both terms have the
+    mean that ``L_equiv`` estimates, so ``a`` and ``b`` have the same mean (chapter 7).
+    One row per molecule: ``a``, ``b`` (means over ``Q``), ``diff`` with its t interval over
+    ``Q`` (``diff_low``, ``diff_high``), ``ratio = a / b``, and ``a_start`` (``a`` at the
+    molecule's own orientation).  ``field`` must build a ``"plain"`` :class:`ModelForceCalculator`.
+    """
+    from .stats import mean_ci
+
+    calc = field()
+    if not isinstance(calc, ModelForceCalculator) or calc.mode != "plain":
+        raise ParameterError("discrepancy_check needs a field that builds a 'plain' ModelForceCalculator")
+    for name, n in (("n_orientations", n_orientations), ("n_rotations", n_rotations)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise ParameterError(f"{name} must be an integer >= 2, got {n!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = []
+    for mol in molecules:
+        numbers = np.asarray(mol["numbers"])
+        x = np.asarray(mol["positions"], dtype=np.float64)
+        x = x - x.mean(axis=0)
+        Q = haar_so3(n_orientations, generator=gen).numpy()
+        a, b = np.empty(n_orientations), np.empty(n_orientations)
+        xs = np.concatenate([x[None], np.einsum("qij,aj->qai", Q, x)])       # the own orientation first
+        a_all = np.empty(len(xs))
+        species = torch.as_tensor(numbers)[None].expand(len(xs), -1)
+        for i, xq in enumerate(xs):
+            R = haar_so3(n_rotations, generator=gen).numpy()
+            f, fR = calc.predict(xq, numbers), calc.predict(np.einsum("rij,aj->rai", R, xq), numbers)
+            a_all[i] = ((fR - np.einsum("rij,aj->rai", R, f)) ** 2).sum(axis=(1, 2)).mean()
+        a[:] = a_all[1:]
+        xt = torch.as_tensor(xs[1:], dtype=calc.dtype)
+        dec = decompose_model(calc.model, xt, torch.zeros_like(xt),
+                              sample_haar(n_rotations, batch=len(xt), generator=gen, dtype=calc.dtype),
+                              VectorAction(), extras={"mask": torch.ones_like(species[1:], dtype=torch.bool),
+                                                      "species": species[1:]})
+        b[:] = 2 * 3 * len(numbers) * dec.L_equiv.detach().cpu().numpy() * calc.force_scale ** 2
+        ci = mean_ci(a - b)
+        rows.append({"molecule": mol["molecule"], "atoms": len(numbers), "a": float(a.mean()), "b": float(b.mean()),
+                     "diff": ci.estimate, "diff_low": ci.low, "diff_high": ci.high,
+                     "ratio": float(a.mean() / b.mean()), "a_start": float(a_all[0]),
+                     "n_orientations": n_orientations, "n_rotations": n_rotations})
+    return pd.DataFrame(rows)
+
+
+def force_errors(fields: Mapping[str, Callable[[], Calculator]], molecules: Sequence[dict], *,
+                 reference: str = "gfn2") -> pd.DataFrame:
+    """How far each field's forces are from the reference's at each molecule's own geometry.
+
+    One row per (molecule, field other than the reference): ``rms_reference`` and
+    ``rms_error`` (eV/Å, over atoms and components) and ``relative`` ``= Σ|F - F_ref|² /
+    Σ|F_ref|²`` (1: no better than predicting zero forces).
+    """
+    _check_study(fields, molecules)
+    if reference not in fields:
+        raise ParameterError(f"reference {reference!r} is not among the fields {list(fields)}")
+    rows = []
+    for mol in molecules:
+        def forces(name):
+            atoms = Atoms(numbers=mol["numbers"], positions=np.asarray(mol["positions"], dtype=np.float64))
+            atoms.calc = fields[name]()
+            return atoms.get_forces()
+
+        ref = forces(reference)
+        for name in fields:
+            if name == reference:
+                continue
+            err = forces(name) - ref
+            rows.append({"molecule": mol["molecule"], "atoms": len(mol["numbers"]), "field": name,
+                         "rms_reference": float(np.sqrt((ref ** 2).mean())), "rms_error": float(np.sqrt((err ** 2).mean())),
+                         "relative": float((err ** 2).sum() / (ref ** 2).sum())})
+    return pd.DataFrame(rows)

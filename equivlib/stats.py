@@ -11,7 +11,8 @@ The bootstrap is ``scipy.stats.bootstrap`` (BCa); the slope interval is the usua
 t interval of least squares (``scipy.stats.linregress``); the mean interval is the
 t interval, which for two or three seeds is wide, as it should be.  A correlation
 (:func:`correlation_ci`, Pearson or Spearman) comes as a :class:`Correlation` with its
-Fisher-z interval and p-value.
+Fisher-z interval and p-value.  Two correlated series (an observable along two
+trajectories) are compared by :func:`block_test`: Welch's t test on their block means.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from scipy import stats
 
 from .config import ParameterError
 
-__all__ = ["Interval", "Correlation", "sd_ratio_ci", "slope_ci", "mean_ci", "correlation_ci"]
+__all__ = ["Interval", "Correlation", "TwoSample", "sd_ratio_ci", "slope_ci", "mean_ci", "correlation_ci",
+           "block_means", "block_test"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +164,51 @@ def correlation_ci(x, y, *, method: str = "pearson", level: float = 0.95, log: b
         z, half = math.atanh(r), stats.norm.ppf(0.5 + level / 2) * se
         lo, hi = math.tanh(z - half), math.tanh(z + half)
     return Correlation(r, Interval(r, float(lo), float(hi), level, how), n, method, p)
+
+
+@dataclass(frozen=True)
+class TwoSample:
+    """A two-sample comparison: ``difference`` (mean of ``a`` minus mean of ``b``, with its interval) and p-value."""
+
+    difference: Interval
+    p_value: float
+    n_blocks: int
+    method: str
+
+    def text(self, fmt: str = ".3g") -> str:
+        """``"0.0012 (95% CI -0.003 to 0.005), p = 0.61"``."""
+        return f"{self.difference.text(fmt)}, p = {self.p_value:.2g}"
+
+
+def block_means(x, n_blocks: int) -> np.ndarray:
+    """Means of ``n_blocks`` contiguous, equally long blocks of the series ``x``.
+
+    When ``len(x)`` is not a multiple of ``n_blocks`` the first ``len(x) % n_blocks``
+    values are dropped (the start of a trajectory is the least equilibrated part).
+    """
+    if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 2:
+        raise ParameterError(f"n_blocks must be an integer >= 2, got {n_blocks!r}")
+    x = _finite_1d(x, "x", n_blocks)
+    size = x.size // n_blocks
+    return x[x.size - size * n_blocks:].reshape(n_blocks, size).mean(axis=1)
+
+
+def block_test(a, b, *, n_blocks: int = 5, level: float = 0.95) -> TwoSample:
+    """Do two correlated series have the same mean?  Welch's t test on their block means.
+
+    Successive values of a trajectory are correlated, so a test on the values themselves
+    would count far too many independent samples and reject too often.  Means of blocks
+    much longer than the correlation time are nearly independent and nearly normal, and
+    Welch's test (``scipy.stats.ttest_ind(equal_var=False)``) on ``n_blocks`` of them per
+    series is then valid; blocks shorter than the correlation time make it liberal.  The
+    interval is Welch's for ``mean(a) - mean(b)``.
+    """
+    level = _check_level(level)
+    ma, mb = block_means(a, n_blocks), block_means(b, n_blocks)
+    if np.ptp(ma) == 0 and np.ptp(mb) == 0:
+        raise ParameterError("both series have constant block means: the test is undefined")
+    res = stats.ttest_ind(ma, mb, equal_var=False)
+    ci = res.confidence_interval(confidence_level=level)
+    diff = float(ma.mean() - mb.mean())
+    return TwoSample(Interval(diff, float(ci.low), float(ci.high), level, f"Welch t on {n_blocks} block means each"),
+                     float(res.pvalue), n_blocks, "Welch t test on block means")

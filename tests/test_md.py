@@ -175,12 +175,152 @@ def test_orientation_study_and_the_chapter_fields():
     fields = force_fields(_model(), _model(arch="e3nn"), force_scale=1.0, elements=elements, reference=False)
     assert list(fields) == ["augmented", "twirled", "random", "e3nn"]
     small = {"augmented": fields["augmented"], "e3nn": fields["e3nn"]}
-    st = orientation_study(small, mols, steps=6, dt_fs=0.5, threshold=1e-6, progress=False)
+    st = orientation_study(small, mols, steps=6, dt_fs=0.5, threshold=1e-6, progress=False, cache=False)
     t = st.table.set_index("field")
     assert list(t.index) == ["augmented", "e3nn"] and len(st.times) == 7
     assert st.divergence[(mols[0]["molecule"], "e3nn")].max() < 1e-9 and np.isnan(t.loc["e3nn", "onset_fs"])
     assert t.loc["augmented", "onset_fs"] == t.loc["augmented", "onset_predicted_fs"]  # the t²/2 law, early
     with pytest.raises(ParameterError, match="exceeds"):
         heldout_molecules("quick", 0, 10_000)
+    assert t["E_drift"].isna().all() and not st.energy  # direct force fields define no energy
     with pytest.raises(ParameterError, match="at least one"):
         orientation_study({}, mols, steps=1)
+
+
+def test_predict_takes_a_batch_of_configurations():
+    calc = ModelForceCalculator(_model(), force_scale=1.5, elements=ELEMENTS)
+    R = _rotation(4)
+    batch = np.stack([POSITIONS, POSITIONS @ R.T + 1.0])
+    got = calc.predict(batch, NUMBERS)
+    assert got.shape == (2, 7, 3)
+    for x, f in zip(batch, got):
+        np.testing.assert_allclose(f, calc.predict(x, NUMBERS), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="matching 7 atomic numbers"):
+        calc.predict(batch[:, :5], NUMBERS)
+
+
+def test_reference_nve_conserves_total_energy_and_model_fields_record_none():
+    from equivlib.md import total_energy
+
+    v0 = initial_velocities(NUMBERS, POSITIONS, 300.0, seed=0)
+    ref = run_md(NUMBERS, POSITIONS, v0, reference_calculator(), steps=20, dt_fs=0.25)
+    E = total_energy(ref)
+    kinetic = 0.5 * (ref.masses[:, None] * (ref.velocities[0] / 0.09822694788464063) ** 2).sum()
+    assert ref.energies is not None and E.shape == (21,) and np.isclose(E[0] - ref.energies[0], kinetic)
+    swing = np.ptp(ref.energies)  # potential energy moves by far more than the total does
+    assert swing > 0.05 and np.abs(E - E[0]).max() < 0.01 * swing
+    model = run_md(NUMBERS, POSITIONS, v0, ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS),
+                   steps=2, dt_fs=0.25)
+    assert model.energies is None and total_energy(model) is None
+
+
+def test_trajectories_are_cached_by_field_key_state_and_parameters(tmp_path):
+    from equivlib.md import ForceField, trajectory
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS)
+
+    field = ForceField("test", make, key="k1")
+    v0 = initial_velocities(NUMBERS, POSITIONS, 300.0, seed=0)
+    kw = dict(steps=3, dt_fs=0.25, cache_dir=tmp_path)
+    first = trajectory(field, NUMBERS, POSITIONS, v0, **kw)
+    again = trajectory(field, NUMBERS, POSITIONS, v0, **kw)
+    assert len(calls) == 1 and len(list((tmp_path / "md").glob("*.npz"))) == 1
+    np.testing.assert_array_equal(first.positions, again.positions)
+    assert again.seconds_per_step == first.seconds_per_step and again.energies is None
+    trajectory(field, NUMBERS, POSITIONS, v0, **{**kw, "steps": 4})            # other parameters: computed
+    trajectory(ForceField("test", make, key="k2"), NUMBERS, POSITIONS, v0, **kw)  # another field: computed
+    trajectory(field, NUMBERS, POSITIONS, 2 * v0, **kw)                         # another start: computed
+    assert len(calls) == 4
+    for f in (tmp_path / "md").glob("*.npz"):
+        f.write_bytes(b"damaged")
+    trajectory(field, NUMBERS, POSITIONS, v0, **kw)                             # a damaged entry is recomputed
+    trajectory(ForceField("test", make), NUMBERS, POSITIONS, v0, **kw)          # no key: never cached
+    assert len(calls) == 6
+
+
+def test_model_digest_follows_the_weights():
+    from equivlib.md import model_digest
+
+    a, b = _model(seed=0), _model(seed=0)
+    assert model_digest(a) == model_digest(b)
+    with torch.no_grad():
+        next(b.parameters()).add_(1e-9)
+    assert model_digest(a) != model_digest(b)
+
+
+def test_bonds_angles_and_structure_of_a_water_molecule():
+    from equivlib.md import angles, bonds, structure
+
+    theta = np.radians(104.5)
+    x = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [0.96 * np.cos(theta), 0.96 * np.sin(theta), 0.0]])
+    bl = bonds([8, 1, 1], x)
+    assert bl.tolist() == [[0, 1], [0, 2]]      # the two hydrogens are not bonded
+    al = angles(bl)
+    assert al.tolist() == [[1, 0, 2]]
+    s = structure(np.stack([x, 1.1 * x]), bl, al)
+    np.testing.assert_allclose(s["bond"], [[0.96, 0.96], [1.056, 1.056]])
+    np.testing.assert_allclose(s["angle"], [[104.5], [104.5]])
+    with pytest.raises(ValueError, match="not a molecule"):
+        bonds([1, 1], np.array([[0.0, 0, 0], [5.0, 0, 0]]))
+
+
+def test_observable_study_compares_orientations_and_the_reference(tmp_path, monkeypatch):
+    from equivlib.md import ForceField, heldout_molecules, observable_study
+
+    monkeypatch.setenv("EQUIVLIB_RUNS", str(tmp_path))
+    mols, elements = heldout_molecules("quick", 0, 1)
+    e3 = _model(arch="e3nn")
+    fields = {"augmented": ForceField("augmented", lambda: ModelForceCalculator(_model(), force_scale=1.0,
+                                                                                   elements=elements), "a"),
+              "e3nn": ForceField("e3nn", lambda: ModelForceCalculator(e3, force_scale=1.0, elements=elements), "e")}
+    st = observable_study(fields, mols, steps=24, burn_in=6, n_blocks=3, reference="e3nn", progress=False)
+    t = st.table.set_index(["field", "observable"])
+    assert len(t) == 4 and st.frames == 19 and len(list((tmp_path / "md").glob("*.npz"))) == 4
+    assert t["p_value"].between(0, 1).all() and (t["diff_low"] <= t["diff"]).all() and (t["diff"] <= t["diff_high"]).all()
+    assert t.loc[("e3nn", "bond"), "w_reference"] == 0 and t.loc[("augmented", "bond"), "w_reference"] > 0
+    assert 0.9 < t.loc[("e3nn", "bond"), "mean_a"] < 1.6 and 60 < t.loc[("e3nn", "angle"), "mean_a"] < 130
+    stretched = t["max_stretch"] > 1.5
+    assert (t.loc[stretched, "broken_a_fs"].notna() | t.loc[stretched, "broken_b_fs"].notna()).all()
+    a, b = st.samples[(mols[0]["molecule"], "e3nn", "bond")]
+    assert a.shape == b.shape and a.size % 19 == 0
+    for bad, match in ((dict(burn_in=24), "burn_in"), (dict(n_blocks=10), "too few"), (dict(break_ratio=1), "break"),
+                       (dict(reference="gfn2"), "reference")):
+        with pytest.raises(ParameterError, match=match):
+            observable_study(fields, mols, **{**dict(steps=24, burn_in=6, n_blocks=3, reference="e3nn"), **bad})
+
+
+def test_discrepancy_check_matches_twice_the_equivariance_error():
+    from equivlib.md import ForceField, discrepancy_check
+
+    mol = {"numbers": NUMBERS, "positions": POSITIONS, "molecule": 0}
+    plain = ForceField("a", lambda: ModelForceCalculator(_model(), force_scale=2.0, elements=ELEMENTS))
+    row = discrepancy_check(plain, [mol], n_orientations=48, n_rotations=12).iloc[0]
+    assert row["a"] > 0 and row["diff_low"] <= 0 <= row["diff_high"] and 0.7 < row["ratio"] < 1.4
+    # a wrong normalisation (D or the force scale) would be off by a factor of 3 or 4
+    e3 = ForceField("e", lambda: ModelForceCalculator(_model(arch="e3nn"), force_scale=2.0, elements=ELEMENTS))
+    row = discrepancy_check(e3, [mol], n_orientations=4, n_rotations=4).iloc[0]
+    assert abs(row["a"]) < 1e-20 and abs(row["b"]) < 1e-20
+    twirl = ForceField("t", lambda: ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS, mode="twirl"))
+    with pytest.raises(ParameterError, match="plain"):
+        discrepancy_check(twirl, [mol])
+    with pytest.raises(ParameterError, match="n_rotations"):
+        discrepancy_check(plain, [mol], n_rotations=1)
+
+
+def test_force_errors_against_a_reference():
+    from equivlib.md import ForceField, force_errors
+
+    mol = {"numbers": NUMBERS, "positions": POSITIONS, "molecule": 0}
+    model = _model()
+    same = ForceField("same", lambda: ModelForceCalculator(model, force_scale=1.0, elements=ELEMENTS))
+    double = ForceField("double", lambda: ModelForceCalculator(model, force_scale=2.0, elements=ELEMENTS))
+    t = force_errors({"ref": same, "same": same, "double": double}, [mol], reference="ref").set_index("field")
+    assert list(t.index) == ["same", "double"]
+    assert t.loc["same", "relative"] == 0 and np.isclose(t.loc["double", "relative"], 1.0)  # (2F - F)² / F²
+    assert np.isclose(t.loc["double", "rms_error"], t.loc["double", "rms_reference"])
+    with pytest.raises(ParameterError, match="reference"):
+        force_errors({"same": same}, [mol])

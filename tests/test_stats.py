@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from equivlib.config import ParameterError
-from equivlib.stats import Correlation, Interval, correlation_ci, mean_ci, sd_ratio_ci, slope_ci
+from equivlib.stats import (Correlation, Interval, block_means, block_test, correlation_ci, mean_ci, sd_ratio_ci,
+                            slope_ci)
 
 
 def test_slope_ci_covers_the_true_slope_at_its_level():
@@ -90,7 +91,45 @@ def test_correlation_ci_perfect_independent_and_log_data():
     (lambda: mean_ci([[1.0, 2.0]]), "one-dimensional"),
     (lambda: mean_ci([1.0, 2.0], level=95), "level"),
     (lambda: sd_ratio_ci([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]), "zero spread"),
+    (lambda: block_means([1.0, 2.0, 3.0], 1), "n_blocks"),
+    (lambda: block_means([1.0, 2.0], 3), "at least 3"),
+    (lambda: block_test([1.0] * 10, [2.0] * 10, n_blocks=2), "constant block means"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises(ParameterError, match=match):
         call()
+
+
+def _ar1(rng, n, phi, size):
+    """``size`` AR(1) series of length ``n`` (stationary start, unit marginal variance)."""
+    x = np.empty((size, n))
+    x[:, 0] = rng.normal(size=size)
+    eps = rng.normal(scale=np.sqrt(1 - phi ** 2), size=(size, n))
+    for t in range(1, n):
+        x[:, t] = phi * x[:, t - 1] + eps[:, t]
+    return x
+
+
+def test_block_means_drop_the_start_when_the_length_does_not_divide():
+    np.testing.assert_allclose(block_means(np.arange(7.0), 3), [1.5, 3.5, 5.5])
+
+
+def test_block_test_keeps_its_level_on_correlated_series_where_the_naive_test_does_not():
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    a, b = _ar1(rng, 600, 0.9, 300), _ar1(rng, 600, 0.9, 300)  # correlation time about 19 steps
+    p_block = np.array([block_test(x, y, n_blocks=5).p_value for x, y in zip(a, b)])
+    p_naive = stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue
+    assert (p_block < 0.05).mean() <= 0.10      # about its level (binomial SE 0.013)
+    assert (p_naive < 0.05).mean() >= 0.30      # the values themselves are far from independent
+    # and it has power: a shift of one marginal standard deviation is found
+    p_shift = np.array([block_test(x + 1.0, y, n_blocks=5).p_value for x, y in zip(a[:50], b[:50])])
+    assert (p_shift < 0.05).mean() >= 0.8
+
+
+def test_block_test_interval_is_for_a_minus_b():
+    rng = np.random.default_rng(2)
+    res = block_test(rng.normal(3.0, 1.0, 500), rng.normal(1.0, 1.0, 500), n_blocks=5)
+    assert res.difference.contains(2.0) and res.difference.estimate > 1.5 and res.p_value < 1e-4
+    assert "p = " in res.text()
