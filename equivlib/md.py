@@ -265,7 +265,7 @@ def trajectory(field: "ForceField", numbers: Sequence[int], positions: np.ndarra
     """:func:`run_md` with a fresh calculator of ``field``, cached like training runs.
 
     The cache entry (under ``cache_dir``, default :func:`~equivlib.runs.runs_dir` ``/ "md"``)
-    is keyed by the field's :attr:`ForceField.key`, the initial state, every integration
+    is keyed by the field's ``key`` (:class:`ForceField`), the initial state, every integration
     parameter and equivlib's code (:func:`~equivlib.runs.source_hash`), so a change to any
     of them recomputes.  A field without a key, or ``cache=False``, always computes.  The
     stored ``seconds_per_step`` is the one measured when the trajectory was computed.
