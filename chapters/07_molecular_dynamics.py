@@ -500,7 +500,7 @@ glue("ch7-fig-structure", fig)
 # length, and the longest bond relative to its start.
 # ```
 #
-# Over {glue:text}`ch7-lv-length` fs, {glue:md}`ch7-lv-broken-text`; the fields that kept the
+# Over {glue:text}`ch7-lv-length:g` fs, {glue:md}`ch7-lv-broken-text`; the fields that kept the
 # molecule intact: {glue:md}`ch7-lv-intact`. GFN2-xTB's mean bond length was
 # {glue:text}`ch7-lv-gfn2-bond:.3f` Å, and the learned fields' bond-length distributions were
 # {glue:md}`ch7-lv-w` from it (Wasserstein-1). At the Bonferroni level
