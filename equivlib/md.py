@@ -10,7 +10,11 @@ turns its normalised predictions back into eV/Å.  It can predict
   turned tetrahedral copies give the exact Haar twirl, so the forces are equivariant to
   round-off; chapter 1);
 * ``"random"``: ``gᵀ f(g x)`` for one Haar-random rotation ``g`` per call, the practice
-  of rotating the system at every step of a simulation.
+  of rotating the system at every step of a simulation;
+* ``"residual"``: ``f(x)`` minus its twirl, the model's non-equivariant part alone (the
+  part whose spread ``L_equiv`` measures); added to GFN2-xTB's forces
+  (:func:`force_fields` ``residual=True``) it gives a good force field that carries
+  exactly the model's equivariance error.
 
 :func:`run_md` integrates Newton's equations (velocity Verlet, NVE) or Langevin
 dynamics with ASE's integrators and records positions, velocities, forces and (where the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from importlib.metadata import version as _version
@@ -46,7 +51,7 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
-from .config import ParameterError
+from .config import ParameterError, smoke_report
 from .groups import VectorAction, haar_so3, sample_design, sample_haar, tetrahedral_group
 from .runs import runs_dir, source_hash
 from .stats import block_test
@@ -60,7 +65,7 @@ __all__ = ["MODES", "ModelForceCalculator", "reference_calculator", "Trajectory"
            "orientation_study", "OBSERVABLES", "ObservableStudy", "observable_study", "discrepancy_check", "force_errors"]
 
 #: What :class:`ModelForceCalculator` predicts: the model's forces, their twirl, or one randomly rotated evaluation.
-MODES = ("plain", "twirl", "random")
+MODES = ("plain", "twirl", "random", "residual")
 
 
 class ModelForceCalculator(Calculator):
@@ -75,10 +80,10 @@ class ModelForceCalculator(Calculator):
         eV/Å per model unit (the force task's ``info["force_scale"]``).
     elements : iterable of int
         Atomic numbers the model was trained on; any other element is refused.
-    mode : ``"plain"``, ``"twirl"`` or ``"random"`` (module docstring).
+    mode : ``"plain"``, ``"twirl"``, ``"random"`` or ``"residual"`` (module docstring).
     group, n_copies : the finite group (default tetrahedral) and its turned copies of the twirl.
     seed : int
-        Seeds the rotations of ``"twirl"`` and ``"random"``.
+        Seeds the rotations of ``"twirl"``, ``"random"`` and ``"residual"``.
     dtype : torch.dtype
         The model runs in a copy of this precision (default float64).
 
@@ -103,9 +108,10 @@ class ModelForceCalculator(Calculator):
         self.model = float64_copy(model) if dtype == torch.float64 else model.eval()
         gen = torch.Generator().manual_seed(int(seed))
         group = tetrahedral_group() if group is None else group
-        if mode == "twirl":
-            self._forward = TwirledModel(self.model, lambda b, dev: sample_design(
+        if mode in ("twirl", "residual"):
+            twirled = TwirledModel(self.model, lambda b, dev: sample_design(
                 group, n_copies, batch=b, generator=gen, dtype=dtype, device=dev), VectorAction())
+            self._forward = twirled if mode == "twirl" else _Residual(self.model, twirled)
         elif mode == "random":
             self._forward = TwirledModel(self.model, lambda b, dev: sample_haar(
                 1, batch=b, generator=gen, dtype=dtype, device=dev), VectorAction())
@@ -146,6 +152,17 @@ class ModelForceCalculator(Calculator):
         """ASE's entry point: store :meth:`predict`'s forces for ``atoms`` in ``self.results``."""
         super().calculate(atoms, properties, system_changes)
         self.results["forces"] = self.predict(self.atoms.positions, self.atoms.numbers)
+
+
+class _Residual(torch.nn.Module):
+    """``model(x) - twirled(x)``: the non-equivariant part of a model's prediction."""
+
+    def __init__(self, model: torch.nn.Module, twirled: torch.nn.Module):
+        super().__init__()
+        self.model, self.twirled = model, twirled
+
+    def forward(self, x, **extras):
+        return self.model(x, **extras) - self.twirled(x, **extras)
 
 
 def reference_calculator(method: str = "GFN2-xTB"):
@@ -243,6 +260,11 @@ def run_md(numbers: Sequence[int], positions: np.ndarray, velocities: np.ndarray
         bar.update()
     seconds = time.perf_counter() - t0
     bar.close()
+    if hasattr(steps, "planned"):  # a smoke run (config.Capped): tell the ledger the size of the run it stands for
+        smoke_report({"desc": desc, "steps": int(steps), "planned_steps": int(steps.planned),
+                      "step_s": seconds / steps, "train_s": seconds, "pid": os.getpid(),
+                      "device": str(next(calculator.model.parameters()).device)
+                      if isinstance(calculator, ModelForceCalculator) else "cpu"})
     return Trajectory(times=dt_fs * np.arange(steps + 1), positions=np.stack(pos), velocities=np.stack(vel),
                       forces=np.stack(frc), masses=atoms.get_masses(), numbers=atoms.get_atomic_numbers(),
                       seconds_per_step=seconds / steps, energies=np.asarray(pot) if has_energy else None)
@@ -272,7 +294,8 @@ def trajectory(field: "ForceField", numbers: Sequence[int], positions: np.ndarra
     """
     def compute() -> Trajectory:
         return run_md(numbers, positions, velocities, field(), steps=steps, dt_fs=dt_fs, ensemble=ensemble,
-                      temperature_K=temperature_K, friction_per_fs=friction_per_fs, seed=seed)
+                      temperature_K=temperature_K, friction_per_fs=friction_per_fs, seed=seed,
+                      desc=f"md {getattr(field, 'name', 'field')} {ensemble} {len(numbers)} atoms")
 
     if not cache or getattr(field, "key", None) is None:
         return compute()
@@ -474,13 +497,16 @@ def model_digest(model: torch.nn.Module) -> str:
 
 
 def force_fields(model: torch.nn.Module, equivariant_model: torch.nn.Module | None, *, force_scale: float,
-                 elements: Iterable[int], seed: int = 0, reference: bool = True) -> dict[str, ForceField]:
+                 elements: Iterable[int], seed: int = 0, reference: bool = True,
+                 residual: bool = False) -> dict[str, ForceField]:
     """The force fields chapter 7 compares, by name (:class:`ForceField`, keyed for the trajectory cache).
 
     ``augmented``, ``twirled`` and ``random`` wrap ``model`` (:data:`MODES` ``plain``, ``twirl``,
     ``random``); ``e3nn`` wraps ``equivariant_model`` (if given); ``gfn2`` is
-    :func:`reference_calculator` (if ``reference``).  Each call of a field makes a fresh
-    calculator (its own rotation stream, seeded by ``seed``).
+    :func:`reference_calculator` (if ``reference``); ``gfn2+residual`` (if ``residual``) is
+    GFN2-xTB plus ``model``'s non-equivariant part (mode ``residual``, through ASE's
+    ``SumCalculator``; forces only).  Each call of a field makes a fresh calculator (its own
+    rotation stream, seeded by ``seed``).
     """
     elements = sorted(int(z) for z in elements)
 
@@ -495,8 +521,15 @@ def force_fields(model: torch.nn.Module, equivariant_model: torch.nn.Module | No
            for name, mode in (("augmented", "plain"), ("twirled", "twirl"), ("random", "random"))}
     if equivariant_model is not None:
         out["e3nn"] = field("e3nn", equivariant_model, "plain", model_digest(equivariant_model))
+    ref_key = f"tblite-{_version('tblite')}-GFN2-xTB"
     if reference:
-        out["gfn2"] = ForceField("gfn2", reference_calculator, f"tblite-{_version('tblite')}-GFN2-xTB")
+        out["gfn2"] = ForceField("gfn2", reference_calculator, ref_key)
+    if residual:
+        from ase.calculators.mixing import SumCalculator
+
+        part = field("residual", model, "residual", digest)
+        out["gfn2+residual"] = ForceField("gfn2+residual", lambda: SumCalculator([reference_calculator(), part()]),
+                                          _digest({"sum": [ref_key, part.key]}))
     return out
 
 
@@ -622,6 +655,24 @@ class ObservableStudy:
     samples: dict
     n_blocks: int
     frames: int
+
+    def by_field(self) -> pd.DataFrame:
+        """One row per force field, over molecules: ``p_<obs>`` (the smallest p-value),
+        ``w_<obs>`` (the mean Wasserstein distance to the reference), ``width_<obs>`` (the widest
+        interval of the orientation difference), ``mean_bond`` (Å), ``max_stretch`` (the largest),
+        ``first_break_fs`` (the earliest; NaN: no bond broke) and ``broken`` (a bond broke in some run)."""
+        t = self.table.assign(width=self.table["diff_high"] - self.table["diff_low"],
+                              first_break=self.table[["broken_a_fs", "broken_b_fs"]].min(axis=1))
+        g = t.groupby(["field", "observable"], sort=False)
+        per = pd.concat({"p": g["p_value"].min(), "w": g["w_reference"].mean(), "width": g["width"].max()}, axis=1)
+        out = per.unstack("observable")
+        out.columns = [f"{k}_{o}" for k, o in out.columns]
+        bonds_ = t[t["observable"] == "bond"].groupby("field", sort=False)
+        out["mean_bond"] = bonds_["mean_a"].mean()
+        out["max_stretch"] = bonds_["max_stretch"].max()
+        out["first_break_fs"] = bonds_["first_break"].min()
+        out["broken"] = out["first_break_fs"].notna()
+        return out.loc[list(dict.fromkeys(t["field"]))]
 
 
 def observable_study(fields: Mapping[str, Callable[[], Calculator]], molecules: Sequence[dict], *, steps: int,

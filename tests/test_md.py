@@ -285,6 +285,11 @@ def test_observable_study_compares_orientations_and_the_reference(tmp_path, monk
     assert 0.9 < t.loc[("e3nn", "bond"), "mean_a"] < 1.6 and 60 < t.loc[("e3nn", "angle"), "mean_a"] < 130
     stretched = t["max_stretch"] > 1.5
     assert (t.loc[stretched, "broken_a_fs"].notna() | t.loc[stretched, "broken_b_fs"].notna()).all()
+    f = st.by_field()
+    assert list(f.index) == ["augmented", "e3nn"] and f.loc["e3nn", "w_bond"] == 0
+    assert f.loc["augmented", "p_angle"] == t.loc[("augmented", "angle"), "p_value"]
+    assert f.loc["e3nn", "width_bond"] == t.loc[("e3nn", "bond"), "diff_high"] - t.loc[("e3nn", "bond"), "diff_low"]
+    assert (f["broken"] == f["first_break_fs"].notna()).all()
     a, b = st.samples[(mols[0]["molecule"], "e3nn", "bond")]
     assert a.shape == b.shape and a.size % 19 == 0
     for bad, match in ((dict(burn_in=24), "burn_in"), (dict(n_blocks=10), "too few"), (dict(break_ratio=1), "break"),
@@ -324,3 +329,41 @@ def test_force_errors_against_a_reference():
     assert np.isclose(t.loc["double", "rms_error"], t.loc["double", "rms_reference"])
     with pytest.raises(ParameterError, match="reference"):
         force_errors({"same": same}, [mol])
+
+
+def test_a_capped_run_reports_its_planned_steps_to_the_smoke_ledger(tmp_path, monkeypatch):
+    import json
+
+    from equivlib.config import LEDGER_ENV, Capped
+
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(LEDGER_ENV, str(ledger))
+    calc = ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS)
+    v0 = initial_velocities(NUMBERS, POSITIONS, 300.0, seed=0)
+    traj = run_md(NUMBERS, POSITIONS, v0, calc, steps=Capped(2, planned=500), dt_fs=0.25, desc="md test")
+    assert traj.positions.shape[0] == 3
+    run_md(NUMBERS, POSITIONS, v0, calc, steps=2, dt_fs=0.25)  # not capped: not reported
+    (entry,) = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert entry["desc"] == "md test" and entry["steps"] == 2 and entry["planned_steps"] == 500
+    assert entry["step_s"] > 0 and entry["device"] == "cpu"
+
+
+def test_residual_mode_is_the_non_equivariant_part_and_the_hybrid_adds_it_to_the_reference():
+    from ase import Atoms
+
+    from equivlib.md import force_fields
+
+    model = _model()
+    plain = ModelForceCalculator(model, force_scale=1.5, elements=ELEMENTS).predict(POSITIONS, NUMBERS)
+    twirl = ModelForceCalculator(model, force_scale=1.5, elements=ELEMENTS, mode="twirl").predict(POSITIONS, NUMBERS)
+    res = ModelForceCalculator(model, force_scale=1.5, elements=ELEMENTS, mode="residual", seed=9)
+    np.testing.assert_allclose(res.predict(POSITIONS, NUMBERS), plain - twirl, atol=1e-12)  # the twirl is exact
+    assert np.abs(plain - twirl).max() > 1e-4
+    e3 = ModelForceCalculator(_model(arch="e3nn"), force_scale=1.0, elements=ELEMENTS, mode="residual")
+    assert np.abs(e3.predict(POSITIONS, NUMBERS)).max() < 1e-12          # an equivariant model has none
+    fields = force_fields(model, None, force_scale=1.5, elements=ELEMENTS, residual=True)
+    assert list(fields) == ["augmented", "twirled", "random", "gfn2", "gfn2+residual"]
+    atoms, ref = Atoms(numbers=NUMBERS, positions=POSITIONS), Atoms(numbers=NUMBERS, positions=POSITIONS)
+    atoms.calc, ref.calc = fields["gfn2+residual"](), fields["gfn2"]()
+    np.testing.assert_allclose(atoms.get_forces(), ref.get_forces() + plain - twirl, atol=1e-10)
+    assert fields["gfn2+residual"].key not in (fields["gfn2"].key, fields["augmented"].key)
