@@ -51,7 +51,7 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
-from .config import ParameterError, smoke_report
+from .config import ParameterError, derived_generator, derived_seed, smoke_report
 from .groups import VectorAction, haar_so3, sample_design, sample_haar, tetrahedral_group
 from .runs import runs_dir, source_hash
 from .stats import block_test
@@ -62,7 +62,8 @@ __all__ = ["MODES", "ModelForceCalculator", "reference_calculator", "Trajectory"
            "run_md", "trajectory", "rotate_state", "orientation_divergence", "onset_time", "force_discrepancy",
            "early_divergence", "momenta", "net_force_torque", "total_energy", "bonds", "angles", "structure",
            "heldout_molecules", "ForceField", "model_digest", "force_fields", "OrientationStudy",
-           "orientation_study", "OBSERVABLES", "ObservableStudy", "observable_study", "discrepancy_check", "force_errors"]
+           "orientation_study", "OBSERVABLES", "ObservableStudy", "observable_study", "discrepancy_check", "force_errors",
+           "energy_check"]
 
 #: What :class:`ModelForceCalculator` predicts: the model's forces, their twirl, or one randomly rotated evaluation.
 MODES = ("plain", "twirl", "random", "residual")
@@ -569,8 +570,8 @@ class OrientationStudy:
 def _turned_start(molecule: dict, k: int, temperature_K: float, seed: int):
     """Molecule ``k``'s start ``(x0, v0)``, its Haar rotation ``R`` and the turned start ``(x1, v1)``."""
     numbers, x0 = molecule["numbers"], molecule["positions"]
-    v0 = initial_velocities(numbers, x0, temperature_K, seed=seed + k)
-    R = haar_so3(generator=torch.Generator().manual_seed(seed + 7919 * (k + 1))).numpy()
+    v0 = initial_velocities(numbers, x0, temperature_K, seed=derived_seed(seed, "md-velocities", k))
+    R = haar_so3(generator=derived_generator(seed, "md-turn", k)).numpy()
     x1, v1 = rotate_state(x0, v0, R)
     return x0, v0, R, x1, v1
 
@@ -682,7 +683,7 @@ def observable_study(fields: Mapping[str, Callable[[], Calculator]], molecules: 
     """Langevin runs from each molecule's state and from the same state turned, for every force field.
 
     The starts are :func:`orientation_study`'s (same seeds); the two runs draw independent
-    thermostat noise (seeds ``seed`` and ``seed + 1``), so even for an exactly equivariant
+    thermostat noise (seeds derived from ``seed``, the molecule and the run), so even for an exactly equivariant
     field they are two samples of one stationary distribution, not rotated copies.  The
     first ``burn_in`` steps are discarded.  Bonds and angles are the molecule's at its
     start (:func:`bonds`, :func:`angles`).  The per-frame mean bond length and mean angle
@@ -714,8 +715,8 @@ def observable_study(fields: Mapping[str, Callable[[], Calculator]], molecules: 
         for name, field in fields.items():
             kw = dict(steps=steps, dt_fs=dt_fs, ensemble="langevin", temperature_K=temperature_K,
                       friction_per_fs=friction_per_fs, cache=cache)
-            a = trajectory(field, numbers, x0, v0, seed=seed, **kw)
-            b = trajectory(field, numbers, x1, v1, seed=seed + 1, **kw)
+            a = trajectory(field, numbers, x0, v0, seed=derived_seed(seed, "md-langevin", k, "drawn"), **kw)
+            b = trajectory(field, numbers, x1, v1, seed=derived_seed(seed, "md-langevin", k, "turned"), **kw)
             full_a, full_b = structure(a.positions, bl, al), structure(b.positions, bl, al)
             sa = {obs: v[burn_in:] for obs, v in full_a.items()}
             sb = {obs: v[burn_in:] for obs, v in full_b.items()}
@@ -773,7 +774,7 @@ def discrepancy_check(field: Callable[[], Calculator], molecules: Sequence[dict]
     for name, n in (("n_orientations", n_orientations), ("n_rotations", n_rotations)):
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
             raise ParameterError(f"{name} must be an integer >= 2, got {n!r}")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = derived_generator(seed, "md-discrepancy")
     rows = []
     for mol in molecules:
         numbers = np.asarray(mol["numbers"])
@@ -829,4 +830,36 @@ def force_errors(fields: Mapping[str, Callable[[], Calculator]], molecules: Sequ
             rows.append({"molecule": mol["molecule"], "atoms": len(mol["numbers"]), "field": name,
                          "rms_reference": float(np.sqrt((ref ** 2).mean())), "rms_error": float(np.sqrt((err ** 2).mean())),
                          "relative": float((err ** 2).sum() / (ref ** 2).sum())})
+    return pd.DataFrame(rows)
+
+
+def energy_check(field: Callable[[], Calculator], molecules: Sequence[dict], *, time_fs: float, dt_fs: float = 0.5,
+                 temperature_K: float = 300.0, seed: int = 0, cache: bool = True) -> pd.DataFrame:
+    """Is the total energy's excursion velocity Verlet's ``O(dt²)`` error?  NVE at ``dt_fs`` and ``dt_fs / 2``.
+
+    For a conservative force field, velocity Verlet conserves a nearby "shadow" energy, and
+    the largest excursion of the true total energy from its start over a fixed time shrinks
+    by 4 when the step is halved; a field that is not conservative, or an integration that
+    has gone unstable, does not show that order.  The starts are :func:`orientation_study`'s
+    unturned ones (same seeds), so the run at ``dt_fs`` is the same trajectory (and the same
+    cache entry).  One row per molecule: ``E_spread`` and ``E_spread_half`` (eV), their
+    ``ratio``, ``E_drift`` (end minus start at ``dt_fs``) and ``U_range`` (the potential
+    energy's range at ``dt_fs``).  The field must define an energy.
+    """
+    _check_study({"field": field}, molecules)
+    steps = int(round(time_fs / dt_fs))
+    if steps < 1 or not np.isclose(steps * dt_fs, time_fs):
+        raise ParameterError(f"time_fs={time_fs!r} must be a positive multiple of dt_fs={dt_fs!r}")
+    rows = []
+    for k, mol in enumerate(molecules):
+        x0, v0, *_ = _turned_start(mol, k, temperature_K, seed)
+        runs_ = [trajectory(field, mol["numbers"], x0, v0, steps=n, dt_fs=dt, cache=cache)
+                 for n, dt in ((steps, dt_fs), (2 * steps, dt_fs / 2))]
+        E = [total_energy(t) for t in runs_]
+        if E[0] is None:
+            raise ParameterError("energy_check needs a force field that defines an energy")
+        spread = [float(np.abs(e - e[0]).max()) for e in E]
+        rows.append({"molecule": mol["molecule"], "atoms": len(mol["numbers"]), "E_spread": spread[0],
+                     "E_spread_half": spread[1], "ratio": spread[0] / spread[1], "E_drift": float(E[0][-1] - E[0][0]),
+                     "U_range": float(np.ptp(runs_[0].energies))})
     return pd.DataFrame(rows)

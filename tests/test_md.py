@@ -367,3 +367,17 @@ def test_residual_mode_is_the_non_equivariant_part_and_the_hybrid_adds_it_to_the
     atoms.calc, ref.calc = fields["gfn2+residual"](), fields["gfn2"]()
     np.testing.assert_allclose(atoms.get_forces(), ref.get_forces() + plain - twirl, atol=1e-10)
     assert fields["gfn2+residual"].key not in (fields["gfn2"].key, fields["augmented"].key)
+
+
+def test_energy_check_finds_verlets_second_order_for_the_reference(tmp_path):
+    from equivlib.md import ForceField, energy_check
+
+    mol = {"numbers": NUMBERS, "positions": POSITIONS, "molecule": 0}
+    ref = ForceField("gfn2", reference_calculator)          # no key: not cached
+    row = energy_check(ref, [mol], time_fs=5.0, dt_fs=0.5).iloc[0]
+    assert 3.0 < row["ratio"] < 5.0 and row["E_spread"] < 0.05 * row["U_range"]
+    model = ForceField("m", lambda: ModelForceCalculator(_model(), force_scale=1.0, elements=ELEMENTS))
+    with pytest.raises(ParameterError, match="defines an energy"):
+        energy_check(model, [mol], time_fs=1.0)
+    with pytest.raises(ParameterError, match="multiple of dt_fs"):
+        energy_check(ref, [mol], time_fs=0.75, dt_fs=0.5)
