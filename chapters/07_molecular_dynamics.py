@@ -160,7 +160,7 @@ glue("ch7-full-langevin", FULL["langevin_steps"] * DT_FS)
 # for their spread and $D = 3A$. Let $R$ be Haar-distributed and independent of $x$.
 #
 # 1. For every $x$: $\mathbb E_R \lVert F(Rx) - R F(x) \rVert^2 = V(x) + \lVert F(x) - \mu(x) \rVert^2$.
-# 2. If the law of $x$ is invariant under rotations,
+# 2. If the law of $x$ is invariant under rotations and $\mathbb E_x \mathbb E_g \lVert F(gx) \rVert^2 < \infty$,
 #    $\mathbb E_{x,R} \lVert F(Rx) - R F(x) \rVert^2 = 2\,\mathbb E_x V(x) = 2 D\, \mathcal L_\text{equiv}$,
 #    with $\mathcal L_\text{equiv}$ as in {prf:ref}`prop-mse-split`.
 # ```
@@ -385,8 +385,8 @@ glue("ch7-fig-conservation", fig)
 # {glue:text}`ch7-speed-augmented:.3f` Å/fs (augmented) against {glue:text}`ch7-speed-gfn2:.3f` Å/fs with
 # GFN2-xTB: {glue:md}`ch7-heat-text`.
 #
-# Energy is the third conserved quantity of an invariant energy, and only GFN2-xTB defines one
-# here. Along the velocity-Verlet runs its total energy stayed within
+# Total energy is conserved by any force field $F = -\nabla E$, invariant or not, and only GFN2-xTB
+# defines an energy here. Along the velocity-Verlet runs its total energy stayed within
 # {glue:text}`ch7-E-spread:.2e` eV of its start while the potential energy swung by at least
 # {glue:text}`ch7-U-range:.2f` eV, and halving the step shrank that excursion by a factor
 # {glue:md}`ch7-E-ratio` (4 for a second-order integrator of a conservative field):
