@@ -470,6 +470,8 @@ glue("ch7-hy-w", float(hyb["w_bond"]))
 glue("ch7-hy-width", float(hyb["width_bond"]))
 glue("ch7-hy-width-angle", float(hyb["width_angle"]))
 glue("ch7-gfn2-width", float(per.loc["gfn2", "width_bond"]))
+glue("ch7-hy-ms", 1e3 * float(hyb["s_per_step"]))
+glue("ch7-lv-gfn2-ms", 1e3 * float(per.loc["gfn2", "s_per_step"]))
 glue("ch7-hy-text",
      "kept every bond intact, and the starting orientation changed its sampled structure detectably"
      if hybrid_seen else
@@ -486,7 +488,7 @@ glue("ch7-lv-power-text",
 glue("ch7-lv-table", per.drop(columns=["broken", "mean_bond"]).rename(columns={
     "p_bond": "p (orientations), bond", "p_angle": "p (orientations), angle", "w_bond": "W₁ to GFN2-xTB, bond (Å)",
     "w_angle": "W₁ to GFN2-xTB, angle (°)", "width_bond": "CI width, bond (Å)", "width_angle": "CI width, angle (°)",
-    "max_stretch": "longest bond / start", "first_break_fs": "first broken bond (fs)"})
+    "max_stretch": "longest bond / start", "first_break_fs": "first broken bond (fs)", "s_per_step": "s per step"})
      .style.format(precision=3, na_rep="never"))
 
 fig, axes = new_figure(len(fields), 2, width=2.3, height=2.3)
@@ -522,8 +524,8 @@ glue("ch7-fig-structure", fig)
 # Per force field, over the molecules: the smallest p-value of the block test between the two
 # starting orientations, the width of the widest 95 % interval of their difference, the mean
 # Wasserstein-1 distance of the field's pooled distribution to GFN2-xTB's, the longest bond
-# relative to its start, and the first time a bond of either run exceeded
-# {glue:text}`ch7-break` times its starting length.
+# relative to its start, the first time a bond of either run exceeded
+# {glue:text}`ch7-break` times its starting length, and the wall-clock time per Langevin step.
 # ```
 #
 # Over {glue:text}`ch7-lv-length:g` fs, {glue:md}`ch7-lv-broken-text`; the fields that kept the
@@ -547,7 +549,9 @@ glue("ch7-fig-structure", fig)
 # p = {glue:text}`ch7-hy-p-angle:.2f` for the mean angle, with a 95 % interval of width
 # {glue:text}`ch7-hy-width:.4f` Å for the bond-length difference (GFN2-xTB's own:
 # {glue:text}`ch7-gfn2-width:.4f` Å). Its bond-length distribution is
-# {glue:text}`ch7-hy-w:.4f` Å from GFN2-xTB's (Wasserstein-1). A difference in mean bond length
+# {glue:text}`ch7-hy-w:.4f` Å from GFN2-xTB's (Wasserstein-1). It costs
+# {glue:text}`ch7-hy-ms:.0f` ms per step against {glue:text}`ch7-lv-gfn2-ms:.0f` ms for GFN2-xTB alone
+# (the exact twirl inside it is the expensive part). A difference in mean bond length
 # between orientations much smaller than that interval width is not excluded by runs of this
 # length.
 #

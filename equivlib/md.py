@@ -661,7 +661,8 @@ class ObservableStudy:
         """One row per force field, over molecules: ``p_<obs>`` (the smallest p-value),
         ``w_<obs>`` (the mean Wasserstein distance to the reference), ``width_<obs>`` (the widest
         interval of the orientation difference), ``mean_bond`` (Å), ``max_stretch`` (the largest),
-        ``first_break_fs`` (the earliest; NaN: no bond broke) and ``broken`` (a bond broke in some run)."""
+        ``first_break_fs`` (the earliest; NaN: no bond broke), ``broken`` (a bond broke in some run) and
+        ``s_per_step`` (the mean wall-clock seconds per Langevin step)."""
         t = self.table.assign(width=self.table["diff_high"] - self.table["diff_low"],
                               first_break=self.table[["broken_a_fs", "broken_b_fs"]].min(axis=1))
         g = t.groupby(["field", "observable"], sort=False)
@@ -673,6 +674,7 @@ class ObservableStudy:
         out["max_stretch"] = bonds_["max_stretch"].max()
         out["first_break_fs"] = bonds_["first_break"].min()
         out["broken"] = out["first_break_fs"].notna()
+        out["s_per_step"] = bonds_["s_per_step"].mean()
         return out.loc[list(dict.fromkeys(t["field"]))]
 
 

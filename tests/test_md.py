@@ -289,7 +289,7 @@ def test_observable_study_compares_orientations_and_the_reference(tmp_path, monk
     assert list(f.index) == ["augmented", "e3nn"] and f.loc["e3nn", "w_bond"] == 0
     assert f.loc["augmented", "p_angle"] == t.loc[("augmented", "angle"), "p_value"]
     assert f.loc["e3nn", "width_bond"] == t.loc[("e3nn", "bond"), "diff_high"] - t.loc[("e3nn", "bond"), "diff_low"]
-    assert (f["broken"] == f["first_break_fs"].notna()).all()
+    assert (f["broken"] == f["first_break_fs"].notna()).all() and (f["s_per_step"] > 0).all()
     a, b = st.samples[(mols[0]["molecule"], "e3nn", "bond")]
     assert a.shape == b.shape and a.size % 19 == 0
     for bad, match in ((dict(burn_in=24), "burn_in"), (dict(n_blocks=10), "too few"), (dict(break_ratio=1), "break"),
