@@ -611,7 +611,7 @@ glue_headline("ch7", question="Does the small equivariance error of a model trai
               f"{summary.loc[learned, 'net_force'].min():.2f}-{summary.loc[learned, 'net_force'].max():.2f} eV/Å, and "
               f"{'the equivariant ones about as much as the augmented one' if not drift_from_equiv else 'the equivariant ones far less'}"
               f" (ratio {equivariant_share:.2f})"
-              + (f"; GFN2-xTB carrying the augmented model's non-equivariant part samples bond lengths and angles "
+              + ("; GFN2-xTB carrying the augmented model's non-equivariant part samples bond lengths and angles "
                  + ("that depend" if hybrid_seen else "that do not depend detectably") + " on the starting orientation "
                  f"(p = {hyb['p_bond']:.2f}, {hyb['p_angle']:.2f})" if hybrid_intact else "")
               + (f"; under a thermostat every learned field breaks a bond within "
