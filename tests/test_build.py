@@ -115,7 +115,7 @@ def test_api_reference_covers_every_public_module():
 
 
 #: subpackages documented in book/api.md through the names they re-export (automodule :imported-members:)
-REEXPORTING = ("equivlib.groups", "equivlib.hidden", "equivlib.models", "equivlib.data")
+REEXPORTING = ("equivlib.groups", "equivlib.hidden", "equivlib.md", "equivlib.models", "equivlib.data")
 
 
 def _api_name(obj) -> str:

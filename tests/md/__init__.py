@@ -1,0 +1,1 @@
+"""Tests of equivlib.md, one module per submodule."""
