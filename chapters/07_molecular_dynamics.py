@@ -38,7 +38,7 @@ import numpy as np
 
 from equivlib import md
 from equivlib.book import Claim, claims_table, glue, glue_claims, glue_headline, tally, verdict
-from equivlib.config import Capped, by_profile, chapter_setup
+from equivlib.config import by_profile, chapter_setup
 from equivlib.plans import chapter2_runs
 from equivlib.plotting import new_figure, set_style
 from equivlib.runs import get_run
@@ -53,9 +53,8 @@ FULL = dict(molecules=8, steps=2000, langevin_molecules=2, langevin_steps=4000, 
             orientations=128, rotations=32)
 SIZES = by_profile(PROFILE, quick=dict(molecules=2, steps=40, langevin_molecules=1, langevin_steps=120, burn_in=20,
                                        blocks=5, orientations=32, rotations=16), full=FULL,
-                   smoke=dict(molecules=2, steps=Capped(4, planned=FULL["steps"]), langevin_molecules=2,
-                              langevin_steps=Capped(12, planned=FULL["langevin_steps"]), burn_in=2, blocks=2,
-                              orientations=4, rotations=4))   # Capped: the smoke's estimate counts the planned steps
+                   smoke=dict(molecules=2, steps=4, langevin_molecules=2, langevin_steps=12, burn_in=2, blocks=2,
+                              orientations=4, rotations=4))
 DT_FS, TEMPERATURE, FRICTION = 0.5, 300.0, 0.01   # fs, K, 1/fs (Langevin)
 EXACT = 1e-8  # Å: stated tolerance for "rotated copies" (float64 forces, chaos amplifies round-off over the run)
 set_style()
@@ -650,7 +649,7 @@ glue("ch7-runtime", time.perf_counter() - t_start)
 # {py:class}`~equivlib.book.Claim`, {py:func}`~equivlib.book.claims_table`,
 # {py:func}`~equivlib.book.glue`, {py:func}`~equivlib.book.glue_claims`,
 # {py:func}`~equivlib.book.glue_headline`, {py:func}`~equivlib.book.tally`,
-# {py:func}`~equivlib.book.verdict`, {py:class}`~equivlib.config.Capped`, {py:func}`~equivlib.config.by_profile`,
+# {py:func}`~equivlib.book.verdict`, {py:func}`~equivlib.config.by_profile`,
 # {py:func}`~equivlib.config.chapter_setup`, {py:func}`~equivlib.md.discrepancy_check`,
 # {py:func}`~equivlib.md.energy_check`, {py:func}`~equivlib.md.force_errors`, {py:func}`~equivlib.md.force_fields`,
 # {py:func}`~equivlib.md.heldout_molecules`, {py:data}`~equivlib.md.OBSERVABLES`,

@@ -181,7 +181,8 @@ def by_profile(profile: str, *, quick: Any, full: Any, smoke: Any = None) -> Any
 
     In the smoke mode (:func:`smoke_steps`; only with ``profile="full"``) it returns
     ``full`` with every entry named ``steps`` or ``*_steps`` capped (:func:`capped`, nested
-    dicts included) and then the entries of ``smoke`` put over it (nested dicts merged):
+    dicts included) and then the entries of ``smoke`` put over it (nested dicts merged; a
+    ``steps`` or ``*_steps`` override becomes a :class:`Capped` count that keeps the full one as planned):
     the repetitions, grids and seeds a chapter shrinks for a smoke run, by name.
     Everything else is the full profile's; an override naming no entry of ``full`` is an error.
     """
@@ -200,7 +201,12 @@ def _merge(base: dict, over: Mapping[str, Any]) -> dict:
         raise ParameterError(f"smoke overrides {unknown} are not entries of the full profile {sorted(base)}")
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, Mapping) and isinstance(base[k], dict) else v
+        if isinstance(v, Mapping) and isinstance(base[k], dict):
+            v = _merge(base[k], v)
+        elif ((k == "steps" or k.endswith("_steps")) and isinstance(v, (int, np.integer))
+              and not isinstance(v, (bool, Capped)) and isinstance(base[k], (int, np.integer))):
+            v = Capped(int(v), planned=int(getattr(base[k], "planned", base[k])))  # it stands for the full count
+        out[k] = v
     return out
 
 

@@ -140,6 +140,9 @@ def test_smoke_mode_caps_steps_and_applies_the_named_overrides(monkeypatch):
     c = out["steps"]
     assert json.dumps(c) == "5" and c + 1 == 6 and range(c)[-1] == 4
     assert pickle.loads(pickle.dumps(c)).planned == 100 and capped(c) is c
+    # an explicit smoke step count still stands for the full profile's (the smoke ledger estimates from it)
+    over = by_profile("full", quick=quick, full=full, smoke={"steps": 12, "inner": {"toy_steps": 2}})
+    assert over["steps"] == 12 and over["steps"].planned == 100 and over["inner"]["toy_steps"].planned == 50
     with pytest.raises(ParameterError, match=r"smoke overrides \['repz'\]"):
         by_profile("full", quick=quick, full=full, smoke={"repz": 4})
     monkeypatch.setenv("EQUIVLIB_SMOKE", "zero")
