@@ -17,7 +17,7 @@ from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
 from ..config import ParameterError, smoke_report
-from ..runs import runs_dir, source_hash
+from ..runs import _lock, runs_dir, source_hash
 from .calculators import ForceField, ModelForceCalculator, _digest
 
 __all__ = ["Trajectory", "initial_velocities", "rotate_state", "run_md", "trajectory"]
@@ -152,9 +152,7 @@ def trajectory(field: "ForceField", numbers: Sequence[int], positions: np.ndarra
     folder = (runs_dir() if cache_dir is None else Path(cache_dir)) / "md"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{field.name}-{ensemble}-{key}.npz"
-    from filelock import FileLock
-
-    with FileLock(str(folder / f".{path.name}.lock")):
+    with _lock(path):  # the runs' lock: one writer per entry across processes
         if path.exists():
             try:
                 return _load_trajectory(path)

@@ -294,21 +294,20 @@ def discrepancy_check(field: Callable[[], Calculator], molecules: Sequence[dict]
         x = np.asarray(mol["positions"], dtype=np.float64)
         x = x - x.mean(axis=0)
         Q = haar_so3(n_orientations, generator=gen).numpy()
-        a, b = np.empty(n_orientations), np.empty(n_orientations)
         xs = np.concatenate([x[None], np.einsum("qij,aj->qai", Q, x)])       # the own orientation first
-        a_all = np.empty(len(xs))
         species = torch.as_tensor(numbers)[None].expand(len(xs), -1)
-        for i, xq in enumerate(xs):
-            R = haar_so3(n_rotations, generator=gen).numpy()
-            f, fR = calc.predict(xq, numbers), calc.predict(np.einsum("rij,aj->rai", R, xq), numbers)
-            a_all[i] = ((fR - np.einsum("rij,aj->rai", R, f)) ** 2).sum(axis=(1, 2)).mean()
-        a[:] = a_all[1:]
+        R = haar_so3(len(xs), n_rotations, generator=gen).numpy()             # (orientations + 1, rotations, 3, 3)
+        turned = np.einsum("qrij,qaj->qrai", R, xs).reshape(-1, *x.shape)     # every R Q x in one batched call
+        fR = calc.predict(turned, numbers).reshape(*R.shape[:2], *x.shape)
+        f = calc.predict(xs, numbers)
+        a_all = ((fR - np.einsum("qrij,qaj->qrai", R, f)) ** 2).sum(axis=(2, 3)).mean(axis=1)
+        a = a_all[1:]
         xt = torch.as_tensor(xs[1:], dtype=calc.dtype)
         dec = decompose_model(calc.model, xt, torch.zeros_like(xt),
                               sample_haar(n_rotations, batch=len(xt), generator=gen, dtype=calc.dtype),
                               VectorAction(), extras={"mask": torch.ones_like(species[1:], dtype=torch.bool),
                                                       "species": species[1:]})
-        b[:] = 2 * 3 * len(numbers) * dec.L_equiv.detach().cpu().numpy() * calc.force_scale ** 2
+        b = 2 * 3 * len(numbers) * dec.L_equiv.detach().cpu().numpy() * calc.force_scale ** 2
         ci = mean_ci(a - b)
         rows.append({"molecule": mol["molecule"], "atoms": len(numbers), "a": float(a.mean()), "b": float(b.mean()),
                      "diff": ci.estimate, "diff_low": ci.low, "diff_high": ci.high,
